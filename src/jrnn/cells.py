@@ -1,0 +1,364 @@
+"""Recurrent cells as NamedTuples of pure functions.
+
+A :class:`Cell` follows the protocol of ``DESIGN.md``:
+
+- ``init(key, input_size) -> params``: a dict of arrays. ``input_size`` is the
+  width ``D`` of float inputs, or the vocabulary size ``V`` when the inputs are
+  integer token ids (the input matrix is then a ``[V, ...]`` embedding table).
+- ``initial_carry(batch_shape=()) -> carry``: zeros; ``batch_shape=()`` is the
+  unbatched case, ``(B,)`` a batch.
+- ``project(params, xs) -> xp``: the input half of the step for ALL time steps
+  at once, ``xs`` of shape ``[..., D]`` (float) or ``[...]`` (int token ids,
+  gathered: exactly the one-hot product, without the product).
+- ``step(params, carry, xp_t) -> (carry, h_t)``: the recurrent half only.
+
+Weight layout (documented so that weights port from ``torch.nn``): inputs
+multiply from the left, ``x @ W_x`` with ``W_x`` of shape ``[D, G*H]``, the
+transpose of torch's ``weight_ih_l0``. Gates are fused along the last axis in
+torch's order (LSTM ``i, f, g, o``; GRU ``r, z, n``), so
+``W_x = weight_ih_l0.T``, ``W_h = weight_hh_l0.T``. See :func:`from_torch`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Params = dict
+Carry = Any
+
+__all__ = [
+    "Cell", "LSTMState", "elman", "lstm", "gru", "stack", "from_torch",
+    "INITS", "check_token_ids",
+]
+
+INITS = ("uniform", "d2l", "orthogonal")
+
+
+class LSTMState(NamedTuple):
+    """LSTM carry with named fields (flax orders ``(c, h)``, equinox ``(h, c)``).
+
+    Attributes:
+      h: hidden state ``[..., H]`` (also the cell's output).
+      c: memory cell ``[..., H]``.
+    """
+
+    h: jax.Array
+    c: jax.Array
+
+
+class Cell(NamedTuple):
+    """A recurrent cell: pure functions plus its static sizes.
+
+    Attributes:
+      init: ``(key, input_size) -> params``.
+      initial_carry: ``(batch_shape=()) -> carry`` of zeros.
+      project: ``(params, xs[..., D] | ids[...]) -> xp[..., G*H]``.
+      step: ``(params, carry, xp_t) -> (carry, h_t[..., H])``.
+      hidden_size: ``H``, the width of ``h_t``.
+      name: a short name, e.g. ``"lstm"``.
+    """
+
+    init: Callable[..., Params]
+    initial_carry: Callable[..., Carry]
+    project: Callable[[Params, jax.Array], jax.Array]
+    step: Callable[[Params, Carry, jax.Array], tuple]
+    hidden_size: int
+    name: str
+
+    def apply(self, params: Params, carry: Carry, x: jax.Array):
+        """One step on a raw input ``x`` ``[..., D]`` or ids ``[...]``: ``step(project(x))``."""
+        return self.step(params, carry, self.project(params, x))
+
+
+# ----------------------------------------------------------------------------
+# validation and shared pieces
+
+
+def _check_hidden(hidden_size):
+    if not isinstance(hidden_size, (int, np.integer)) or isinstance(hidden_size, bool) or hidden_size < 1:
+        raise ValueError(f"hidden_size must be an integer >= 1, got {hidden_size!r}")
+    return int(hidden_size)
+
+
+def _check_init(init):
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
+def check_token_ids(ids, vocab_size: int, name: str = "xs"):
+    """Raise ``ValueError`` if concrete integer ``ids`` fall outside ``[0, vocab_size)``.
+
+    JAX clamps out-of-range gather indices silently, so ids are checked before
+    any gather. Traced values (inside ``jit``) cannot be inspected and are left
+    to the eager entry points (``train``, ``Vocab.check_ids``) to validate.
+    """
+    if isinstance(ids, jax.core.Tracer):
+        return
+    a = np.asarray(ids)
+    if a.size == 0:
+        return
+    lo, hi = a.min(), a.max()
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(
+            f"{name} contains token id {int(bad)} outside the vocabulary [0, {vocab_size})")
+
+
+def _project(params: Params, xs: jax.Array, wname: str, bname: str | None) -> jax.Array:
+    """``xs @ W + b`` for floats ``[..., D]``; a row gather ``W[ids] + b`` for int ids ``[...]``."""
+    w = params[wname]
+    if jnp.issubdtype(jnp.asarray(xs).dtype, jnp.integer):
+        check_token_ids(xs, w.shape[0])
+        out = jnp.take(w, xs, axis=0)
+    else:
+        if xs.shape[-1] != w.shape[0]:
+            raise ValueError(
+                f"xs has width {xs.shape[-1]} (shape {tuple(xs.shape)}) but the cell was "
+                f"initialised for input_size={w.shape[0]}")
+        out = xs @ w
+    return out + params[bname] if bname is not None else out
+
+
+def _init_weights(key, input_size: int, hidden_size: int, gates: int, init: str, dtype):
+    """Returns ``(W_x [D, G*H], W_h [H, G*H])``."""
+    if not isinstance(input_size, (int, np.integer)) or input_size < 1:
+        raise ValueError(f"input_size must be an integer >= 1, got {input_size!r}")
+    kx, kh = jax.random.split(key)
+    gh = gates * hidden_size
+    if init == "d2l":  # d2l: normal(0, 1) * 0.01
+        w_x = 0.01 * jax.random.normal(kx, (input_size, gh), dtype)
+        w_h = 0.01 * jax.random.normal(kh, (hidden_size, gh), dtype)
+    elif init == "uniform":  # torch.nn.RNN/LSTM/GRU default: U(-1/sqrt(H), 1/sqrt(H))
+        s = 1.0 / math.sqrt(hidden_size)
+        w_x = jax.random.uniform(kx, (input_size, gh), dtype, -s, s)
+        w_h = jax.random.uniform(kh, (hidden_size, gh), dtype, -s, s)
+    else:  # orthogonal recurrent blocks (one per gate), Glorot-uniform input
+        w_x = jax.nn.initializers.glorot_uniform()(kx, (input_size, gh), dtype)
+        ortho = jax.nn.initializers.orthogonal()
+        w_h = jnp.concatenate(
+            [ortho(k, (hidden_size, hidden_size), dtype) for k in jax.random.split(kh, gates)], -1)
+    return w_x, w_h
+
+
+def _bias(key, shape, hidden_size, init, dtype):
+    if init == "uniform":
+        s = 1.0 / math.sqrt(hidden_size)
+        return jax.random.uniform(key, shape, dtype, -s, s)
+    return jnp.zeros(shape, dtype)
+
+
+def _zeros(hidden_size, dtype):
+    def initial_carry(batch_shape=()):
+        return jnp.zeros((*tuple(batch_shape), hidden_size), dtype)
+    return initial_carry
+
+
+# ----------------------------------------------------------------------------
+# cells
+
+
+def elman(hidden_size: int, activation: str = "tanh", init: str = "uniform",
+          dtype=jnp.float32) -> Cell:
+    r"""Elman (vanilla) RNN cell, d2l eq. (8.4.5).
+
+    .. math::
+        H_t = \phi(X_t W_{xh} + H_{t-1} W_{hh} + b_h)
+
+    Params: ``W_xh [D, H]``, ``W_hh [H, H]``, ``b_h [H]``. The carry is ``h [..., H]``
+    and the output is ``h_t``. torch's two biases add: ``b_h = bias_ih + bias_hh``.
+
+    Args:
+      hidden_size: ``H``.
+      activation: ``"tanh"`` or ``"relu"``.
+      init: ``"uniform"`` (torch default, ``U(±1/sqrt(H))``), ``"d2l"``
+        (``N(0, 0.01²)`` weights, zero bias), or ``"orthogonal"`` (orthogonal
+        ``W_hh``, Glorot ``W_xh``, zero bias).
+      dtype: parameter and carry dtype.
+
+    Example:
+      >>> cell = elman(8)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> h, y = cell.apply(p, cell.initial_carry((2,)), jnp.ones((2, 3)))
+      >>> y.shape
+      (2, 8)
+    """
+    H = _check_hidden(hidden_size)
+    _check_init(init)
+    acts = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+    if activation not in acts:
+        raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
+    phi = acts[activation]
+
+    def init_fn(key, input_size):
+        k, kb = jax.random.split(key)
+        w_x, w_h = _init_weights(k, input_size, H, 1, init, dtype)
+        return {"W_xh": w_x, "W_hh": w_h, "b_h": _bias(kb, (H,), H, init, dtype)}
+
+    def project(params, xs):
+        return _project(params, xs, "W_xh", "b_h")
+
+    def step(params, h, xp):
+        h = phi(xp + h @ params["W_hh"])
+        return h, h
+
+    return Cell(init_fn, _zeros(H, dtype), project, step, H, f"elman-{activation}")
+
+
+def lstm(hidden_size: int, init: str = "uniform", forget_bias: float = 0.0,
+         dtype=jnp.float32) -> Cell:
+    r"""LSTM cell (Hochreiter & Schmidhuber 1997; d2l 9.2), torch's gate order.
+
+    .. math::
+        [i, f, g, o] &= X_t W_x + H_{t-1} W_h + b \\
+        C_t &= \sigma(f) \odot C_{t-1} + \sigma(i) \odot \tanh(g) \\
+        H_t &= \sigma(o) \odot \tanh(C_t)
+
+    Params: ``W_x [D, 4H]``, ``W_h [H, 4H]``, ``b [4H]``, gates fused in the order
+    ``i, f, g, o`` (input, forget, candidate, output) — torch's order, so
+    ``W_x = weight_ih_l0.T`` and ``b = bias_ih_l0 + bias_hh_l0``. Carry:
+    :class:`LSTMState` ``(h, c)``; output ``h_t``.
+
+    Args:
+      hidden_size: ``H``.
+      init: see :func:`elman`.
+      forget_bias: added to the forget-gate bias at init (1.0 is a common choice).
+      dtype: parameter and carry dtype.
+    """
+    H = _check_hidden(hidden_size)
+    _check_init(init)
+
+    def init_fn(key, input_size):
+        k, kb = jax.random.split(key)
+        w_x, w_h = _init_weights(k, input_size, H, 4, init, dtype)
+        b = _bias(kb, (4 * H,), H, init, dtype).at[H:2 * H].add(forget_bias)
+        return {"W_x": w_x, "W_h": w_h, "b": b}
+
+    def initial_carry(batch_shape=()):
+        z = jnp.zeros((*tuple(batch_shape), H), dtype)
+        return LSTMState(h=z, c=z)
+
+    def project(params, xs):
+        return _project(params, xs, "W_x", "b")
+
+    def step(params, carry, xp):
+        z = xp + carry.h @ params["W_h"]
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return LSTMState(h=h, c=c), h
+
+    return Cell(init_fn, initial_carry, project, step, H, "lstm")
+
+
+def gru(hidden_size: int, init: str = "uniform", dtype=jnp.float32) -> Cell:
+    r"""GRU cell (Cho et al. 2014), the "reset after" variant of cuDNN/torch/flax.
+
+    .. math::
+        [r, z]_t &= \sigma(X_t W_{x,rz} + b_{x,rz} + H_{t-1} W_{h,rz}) \\
+        n_t &= \tanh(X_t W_{x,n} + b_{x,n} + r_t \odot (H_{t-1} W_{h,n} + b_{hn})) \\
+        H_t &= (1 - z_t) \odot n_t + z_t \odot H_{t-1}
+
+    The reset gate multiplies ``H W_hn + b_hn`` (after the product), as in
+    ``torch.nn.GRU`` and ``flax.linen.GRUCell``; d2l's from-scratch GRU resets
+    before the product instead. Params: ``W_x [D, 3H]``, ``W_h [H, 3H]``,
+    ``b_x [3H]``, ``b_hn [H]``; gates fused in torch's order ``r, z, n``. From
+    torch: ``b_x = bias_ih + [bias_hh_r, bias_hh_z, 0]``, ``b_hn = bias_hh_n``.
+
+    Args:
+      hidden_size: ``H``.
+      init: see :func:`elman`.
+      dtype: parameter and carry dtype.
+    """
+    H = _check_hidden(hidden_size)
+    _check_init(init)
+
+    def init_fn(key, input_size):
+        k, kb, kn = jax.random.split(key, 3)
+        w_x, w_h = _init_weights(k, input_size, H, 3, init, dtype)
+        return {"W_x": w_x, "W_h": w_h, "b_x": _bias(kb, (3 * H,), H, init, dtype),
+                "b_hn": _bias(kn, (H,), H, init, dtype)}
+
+    def project(params, xs):
+        return _project(params, xs, "W_x", "b_x")
+
+    def step(params, h, xp):
+        hh = h @ params["W_h"]
+        xr, xz, xn = jnp.split(xp, 3, axis=-1)
+        hr, hz, hn = jnp.split(hh, 3, axis=-1)
+        r = jax.nn.sigmoid(xr + hr)
+        z = jax.nn.sigmoid(xz + hz)
+        n = jnp.tanh(xn + r * (hn + params["b_hn"]))
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+    return Cell(init_fn, _zeros(H, dtype), project, step, H, "gru")
+
+
+def stack(cells) -> Cell:
+    """Deep RNN (Goodfellow 10.5, d2l 9.3): layer ``l+1`` reads layer ``l``'s ``h_t``.
+
+    The stacked cell is itself a :class:`Cell`, so unroll, models and every
+    gradient estimator work on it unchanged. Params and carry are tuples, one
+    entry per layer; ``project`` is layer 0's, and each higher layer projects
+    its input inside the step. The output is the top layer's ``h_t``.
+
+    Args:
+      cells: a sequence of cells, bottom first.
+    """
+    cells = tuple(cells)
+    if not cells or not all(isinstance(c, Cell) for c in cells):
+        raise TypeError(f"stack needs a non-empty sequence of Cells, got {cells!r}")
+    if len(cells) == 1:
+        return cells[0]
+
+    def init_fn(key, input_size):
+        keys = jax.random.split(key, len(cells))
+        sizes = [input_size] + [c.hidden_size for c in cells[:-1]]
+        return tuple(c.init(k, d) for c, k, d in zip(cells, keys, sizes))
+
+    def initial_carry(batch_shape=()):
+        return tuple(c.initial_carry(batch_shape) for c in cells)
+
+    def project(params, xs):
+        return cells[0].project(params[0], xs)
+
+    def step(params, carry, xp):
+        new = []
+        for l, (c, p, s) in enumerate(zip(cells, params, carry)):
+            s, h = c.step(p, s, xp if l == 0 else c.project(p, h))
+            new.append(s)
+        return tuple(new), h
+
+    name = "x".join(c.name for c in cells) if len({c.name for c in cells}) > 1 else f"{len(cells)}x{cells[0].name}"
+    return Cell(init_fn, initial_carry, project, step, cells[-1].hidden_size, name)
+
+
+def from_torch(kind: str, state_dict: dict, layer: int = 0) -> Params:
+    """Convert ``torch.nn.RNN/LSTM/GRU`` weights (a ``state_dict`` of arrays) to jrnn params.
+
+    Args:
+      kind: ``"elman"``, ``"lstm"`` or ``"gru"``.
+      state_dict: maps ``weight_ih_l{layer}``, ``weight_hh_l{layer}``,
+        ``bias_ih_l{layer}``, ``bias_hh_l{layer}`` to arrays (numpy or torch
+        tensors converted with ``.numpy()``).
+      layer: which layer to take.
+
+    Returns:
+      The params dict for :func:`elman` / :func:`lstm` / :func:`gru`.
+    """
+    g = lambda n: jnp.asarray(np.asarray(state_dict[f"{n}_l{layer}"]))
+    w_ih, w_hh, b_ih, b_hh = g("weight_ih"), g("weight_hh"), g("bias_ih"), g("bias_hh")
+    if kind == "elman":
+        return {"W_xh": w_ih.T, "W_hh": w_hh.T, "b_h": b_ih + b_hh}
+    if kind == "lstm":
+        return {"W_x": w_ih.T, "W_h": w_hh.T, "b": b_ih + b_hh}
+    if kind == "gru":
+        H = w_hh.shape[1]
+        return {"W_x": w_ih.T, "W_h": w_hh.T,
+                "b_x": b_ih + b_hh.at[2 * H:].set(0.0), "b_hn": b_hh[2 * H:]}
+    raise ValueError(f"kind must be 'elman', 'lstm' or 'gru', got {kind!r}")

@@ -1,0 +1,157 @@
+"""Unrolling a cell over time with ``jax.lax.scan``.
+
+All arrays are time-major: ``xs`` is ``[T, B, D]`` (floats) or ``[T, B]``
+(token ids); the batch may have any number of dims, or none (``[T, D]``).
+``time_major=False`` takes and returns ``[B, T, ...]`` instead.
+
+Checkpointing (``checkpoint_every=S``) wraps each segment of ``S`` steps in
+``jax.checkpoint``: the backward pass stores only the carries at segment
+boundaries and recomputes each segment once (Griewank & Walther 2000,
+"Algorithm 799: revolve"; Chen et al. 2016, "Training deep nets with sublinear
+memory cost"). ``S ~ sqrt(T)`` gives ``O(sqrt(T))`` memory for about one extra
+forward pass. Checkpointed loops are reverse-mode only.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .cells import Cell
+
+__all__ = ["unroll", "bidirectional"]
+
+
+def _check_lengths(lengths, T: int, batch_shape: tuple):
+    lengths = jnp.asarray(lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"lengths must be integers, got dtype {lengths.dtype}")
+    if lengths.shape != batch_shape:
+        raise ValueError(f"lengths must have the batch shape {batch_shape}, got {lengths.shape}")
+    if not isinstance(lengths, jax.core.Tracer) and lengths.size:
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 1 or hi > T:
+            raise ValueError(f"lengths must lie in [1, T={T}], got min {lo} and max {hi}")
+    return lengths
+
+
+def _where_batch(m, new, old):
+    """``where(m, new, old)`` leaf-wise, ``m [B...]`` broadcast over trailing dims."""
+    return jax.tree.map(
+        lambda n, o: jnp.where(m.reshape(m.shape + (1,) * (n.ndim - m.ndim)), n, o), new, old)
+
+
+def _flip_within(x, lengths):
+    """Reverse each sequence within its length: ``[T, B...]`` (an involution)."""
+    T = x.shape[0]
+    t = jnp.arange(T).reshape((T,) + (1,) * lengths.ndim)
+    idx = jnp.where(t < lengths, lengths - 1 - t, t)
+    idx = idx.reshape(idx.shape + (1,) * (x.ndim - idx.ndim))
+    return jnp.take_along_axis(x, jnp.broadcast_to(idx, x.shape), axis=0)
+
+
+def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = False,
+           unroll: int = 1, checkpoint_every: int | None = None,
+           before_step: Callable | None = None, time_major: bool = True):
+    """Run ``cell`` over a sequence; returns all outputs and the final carry.
+
+    Args:
+      cell: a :class:`~jrnn.cells.Cell`.
+      params: the cell's params.
+      xs: inputs ``[T, B..., D]`` (float) or token ids ``[T, B...]`` (int).
+      carry: initial carry with batch shape ``B...``; zeros if ``None``.
+      lengths: optional int ``[B...]`` in ``[1, T]``. Step ``t`` of sequence
+        ``b`` is real iff ``t < lengths[b]``; padded steps leave the carry
+        unchanged and output zeros, so the final carry is the carry after the
+        last real step and real outputs equal those of the unpadded sequence.
+      reverse: run from the last real step to the first. Outputs stay in the
+        input order (``hs[t]`` is the state after reading ``xs[t:len]``), and
+        with ``lengths`` each sequence is reversed within its own length.
+      unroll: ``lax.scan``'s unroll factor.
+      checkpoint_every: if set, ``S``: rematerialise segments of ``S`` steps
+        in the backward pass (see module docstring).
+      before_step: optional ``(t, carry) -> carry`` applied to the carry
+        entering step ``t``; the gradient estimators use it to cut or scale the
+        backward flow (``stop_gradient``) without changing forward values.
+      time_major: ``False`` takes ``xs`` as ``[B, T, ...]`` and returns ``hs`` so.
+
+    Returns:
+      ``(hs, carry)``: outputs ``[T, B..., H]`` and the final carry.
+    """
+    if not time_major:
+        xs = jnp.swapaxes(jnp.asarray(xs), 0, 1)
+    xp = cell.project(params, xs)  # [T, B..., G*H], one big product for all steps
+    T, batch_shape = xp.shape[0], tuple(xp.shape[1:-1])
+    if T < 1:
+        raise ValueError(f"xs must have at least one time step, got shape {tuple(jnp.shape(xs))}")
+    if carry is None:
+        carry = cell.initial_carry(batch_shape)
+    if lengths is not None:
+        lengths = _check_lengths(lengths, T, batch_shape)
+    if reverse:
+        xp = xp[::-1] if lengths is None else _flip_within(xp, lengths)
+
+    S = checkpoint_every
+    if S is not None:
+        if not isinstance(S, (int, np.integer)) or S < 1:
+            raise ValueError(f"checkpoint_every must be an integer >= 1, got {S!r}")
+        S = min(int(S), T)
+        n = -(-T // S)
+        if n * S != T:  # pad to whole segments; padded steps are masked out
+            xp = jnp.concatenate([xp, jnp.zeros((n * S - T,) + xp.shape[1:], xp.dtype)])
+            if lengths is None:
+                lengths = jnp.full(batch_shape, T, jnp.int32)
+
+    def body(c, inp):
+        t, x = inp
+        if before_step is not None:
+            c = before_step(t, c)
+        new, h = cell.step(params, c, x)
+        if lengths is not None:
+            m = t < lengths
+            new = _where_batch(m, new, c)
+            h = jnp.where(m[..., None], h, jnp.zeros_like(h))
+        return new, h
+
+    ts = jnp.arange(xp.shape[0])
+    if S is None:
+        carry, hs = jax.lax.scan(body, carry, (ts, xp), unroll=unroll)
+    else:
+        seg = jax.checkpoint(lambda c, inp: jax.lax.scan(body, c, inp, unroll=unroll),
+                             prevent_cse=False)
+        carry, hs = jax.lax.scan(
+            seg, carry, (ts.reshape(n, S), xp.reshape((n, S) + xp.shape[1:])))
+        hs = hs.reshape((n * S,) + hs.shape[2:])[:T]
+
+    if reverse:
+        hs = hs[::-1] if lengths is None else _flip_within(hs, lengths)
+    if not time_major:
+        hs = jnp.swapaxes(hs, 0, 1)
+    return hs, carry
+
+
+def bidirectional(forward: Cell, backward: Cell, params, xs, carry=None, *, lengths=None,
+                  **kwargs):
+    """Bidirectional RNN (Goodfellow 10.3): a forward and a reversed pass, outputs concatenated.
+
+    Args:
+      forward, backward: the two cells.
+      params: ``(forward_params, backward_params)``.
+      xs: ``[T, B..., D]`` or ids ``[T, B...]``.
+      carry: ``(forward_carry, backward_carry)`` or ``None``.
+      lengths: optional ``[B...]``; the backward pass starts at each sequence's
+        last real step.
+      **kwargs: passed to :func:`unroll` (``unroll``, ``checkpoint_every``, ``time_major``).
+
+    Returns:
+      ``(hs, (carry_f, carry_b))`` with ``hs`` ``[T, B..., H_f + H_b]``;
+      ``hs[t]`` joins the forward state after ``xs[:t+1]`` and the backward
+      state after ``xs[t:len]``.
+    """
+    cf, cb = (None, None) if carry is None else carry
+    hf, cf = unroll(forward, params[0], xs, cf, lengths=lengths, **kwargs)
+    hb, cb = unroll(backward, params[1], xs, cb, lengths=lengths, reverse=True, **kwargs)
+    return jnp.concatenate([hf, hb], axis=-1), (cf, cb)
