@@ -192,6 +192,16 @@ class Vocab:
                 self.token_to_idx[tok] = len(self.idx_to_token)
                 self.idx_to_token.append(tok)
 
+    @classmethod
+    def from_tokens(cls, idx_to_token: Sequence[str], token: str = "char") -> "Vocab":
+        """Rebuilds a vocabulary from its ``idx_to_token`` list (e.g. saved with a run)."""
+        if not idx_to_token or idx_to_token[0] != "<unk>":
+            raise ValueError("idx_to_token must start with '<unk>'")
+        v = cls((), token=token)
+        v.idx_to_token = list(idx_to_token)
+        v.token_to_idx = {t: i for i, t in enumerate(v.idx_to_token)}
+        return v
+
     @property
     def unk(self) -> int:
         """The id of ``'<unk>'`` (0)."""
