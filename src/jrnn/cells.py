@@ -239,8 +239,9 @@ def lstm(hidden_size: int, init: str = "uniform", forget_bias: float = 0.0,
         return {"W_x": w_x, "W_h": w_h, "b": b}
 
     def initial_carry(batch_shape=()):
-        z = jnp.zeros((*tuple(batch_shape), H), dtype)
-        return LSTMState(h=z, c=z)
+        shape = (*tuple(batch_shape), H)
+        # two distinct buffers: a donating train step may not see one buffer twice
+        return LSTMState(h=jnp.zeros(shape, dtype), c=jnp.zeros(shape, dtype))
 
     def project(params, xs):
         return _project(params, xs, "W_x", "b")

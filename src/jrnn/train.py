@@ -81,9 +81,12 @@ def init_state(model: Model, optimizer, estimator: GradientEstimator, key,
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     params = model.init(key)
-    return TrainState(params, optimizer.init(params),
-                      estimator.init_carry(model, params, (int(batch_size),)),
-                      jnp.zeros((), jnp.int32))
+    state = TrainState(params, optimizer.init(params),
+                       estimator.init_carry(model, params, (int(batch_size),)),
+                       jnp.zeros((), jnp.int32))
+    # one buffer per leaf: the train step donates the state, and a buffer shared
+    # by two leaves (e.g. equal zero arrays) cannot be donated twice
+    return jax.tree.map(jnp.copy, state)
 
 
 def train_step(model: Model, optimizer, estimator: GradientEstimator | None = None, *,
@@ -179,7 +182,7 @@ class _Progress:
     def __init__(self, total: int, enabled: bool = True):
         self.total, self.enabled = total, enabled
         self.tty = enabled and sys.stderr.isatty()
-        self.t0 = time.perf_counter()
+        self.t0 = self.last = time.perf_counter()
 
     def update(self, done: int, text: str):
         if not self.enabled:
@@ -191,7 +194,9 @@ class _Progress:
         line = f"[{bar}] {done}/{self.total} {text} eta {eta:4.0f}s"
         if self.tty:
             print("\r" + line, end="", file=sys.stderr, flush=True)
-        else:
+        elif time.perf_counter() - self.last >= 10.0 or done >= self.total:
+            # not a terminal (a log file, CI): one line every 10 s at most
+            self.last = time.perf_counter()
             print(line, file=sys.stderr, flush=True)
 
     def close(self):
