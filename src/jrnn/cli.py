@@ -283,9 +283,10 @@ def main(argv=None) -> int:
         return 2
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        return 130
-    except (ValueError, FileNotFoundError, TypeError) as e:
+    except KeyboardInterrupt as e:  # jrnn.checkpoint.Interrupted carries the signal (SIGTERM: 143)
+        return 128 + int(getattr(e, "signum", 2))
+    except (ValueError, FileNotFoundError, TypeError, FloatingPointError) as e:
+        # includes CheckpointError (a ValueError) and NonFiniteError: one line, no traceback
         print(f"jrnn {args.command}: error: {e}", file=sys.stderr)
         return 2
 

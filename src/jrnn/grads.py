@@ -1,25 +1,48 @@
 """Gradient estimators for recurrent nets ("BPTT variants") behind one interface.
 
 Every estimator is a :class:`GradientEstimator`, a NamedTuple of two pure
-functions (in the spirit of ``optax.GradientTransformation``):
+functions (in the spirit of ``optax.GradientTransformation``) and a name:
 
 - ``init_carry(model, params, batch_shape) -> carry``: the state an estimator
   carries across steps and minibatches: the cell's carry for the BPTT family,
   an :class:`OnlineCarry` (cell carry + influence) for RTRL, UORO and SnAp.
+  Bad configurations (e.g. an RTRL influence matrix over ``max_bytes``, SnAp-1
+  on a cell it does not support) raise ``ValueError`` here, eagerly.
 - ``value_and_grad(model, params, carry, batch, key) -> (loss, grads, carry, aux)``:
   the mean loss on a time-major :class:`~jrnn.models.Batch`, an estimate of
   its gradient w.r.t. ``params`` (the head always gets its exact gradient),
   the carry after the batch (no gradient flows into it) and a dict of scalars.
+  ``key`` is only used by the stochastic estimators (``randomized``, ``uoro``).
 
 Hyper-parameters are closed over by the constructors and checked eagerly:
 ``full()``, ``truncated(K)``, ``randomized(p)``, ``checkpointed(S)``,
 ``rtrl()``, ``uoro()``, ``snap1()``; :func:`parse` reads ``"truncated:35"``.
 
+The BPTT family differentiates :func:`~jrnn.models.sequence_loss` through the
+``lax.scan``, with a hook that cuts (truncated) or rescales (randomized) the
+backward flow into the carry, or with segments rematerialised (checkpointed).
+
 The online estimators treat the batch as a stream: they walk it one step at a
 time, keeping ``M_t = d s_t / d theta`` (the influence of the cell params on the
 flattened carry ``s_t``) exactly (RTRL) or approximately (UORO, SnAp-1), and
 accumulate ``g += dl_t/d theta|_immediate + dl_t/d s_{t-1} M_{t-1}``. Their
-``mask`` only weights the loss; they do not take ``lengths``.
+``mask`` only weights the loss (as for BPTT); they do not take ``lengths``.
+
+Across minibatches (``train_step(carry_over=True)``) the two families differ:
+
+- BPTT estimators cut the gradient at every batch boundary: the incoming carry
+  is a constant (d2l's "detach"), so their gradient is that of the batch's
+  loss with the incoming state held fixed.
+- Online estimators carry the influence along with the state -- that is what
+  makes them online. On a batch that continues an earlier one, RTRL's gradient
+  is the gradient of *this* batch's loss through the whole stream so far, i.e.
+  full BPTT over the concatenated batches with only the last batch's loss
+  counted (exact when the params did not change in between; in training, the
+  earlier part of the influence was computed with the earlier params, as in
+  Williams & Zipser's online RTRL). On a fresh carry from ``init_carry``
+  (zero influence) RTRL's gradient equals :func:`full`'s. To cut the
+  influence at batch boundaries, start each batch from ``init_carry``
+  (``train_step(carry_over=False)``) or zero ``carry.influence``.
 """
 
 from __future__ import annotations
@@ -53,11 +76,23 @@ class OnlineCarry(NamedTuple):
     Attributes:
       state: the cell's carry ``[B, ...]``.
       influence: the estimator's running influence: RTRL ``[B, N, P]``; UORO
-        ``(s_tilde [B, N], theta_tilde [B, P])``; SnAp-1 ``[B, K, P]``.
+        ``(s_tilde [B, N], theta_tilde [B, P])``; SnAp-1 ``[B, K, P]``
+        (``N`` flattened carry size, ``P`` number of cell params).
     """
 
     state: Any
     influence: Any
+
+
+def _check_int(name, v):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    return int(v)
+
+
+def _check_key(name, key):
+    if key is None:
+        raise ValueError(f"{name} is stochastic and needs a PRNG key, got key=None")
 
 
 def _cell_carry(model: Model, params, batch_shape):
@@ -80,17 +115,15 @@ def _bptt(name: str, unroll_kwargs: Callable) -> GradientEstimator:
     return GradientEstimator(_cell_carry, value_and_grad, name)
 
 
-def _check_int(name, v):
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    return int(v)
-
-
 def full(unroll: int = 1) -> GradientEstimator:
     """Full backpropagation through time: autodiff through the whole ``lax.scan``.
 
+    Args:
+      unroll: ``lax.scan``'s unroll factor (speed only; same gradient).
+
     References: Werbos 1990, "Backpropagation through time: what it does and how to do it".
     """
+    unroll = _check_int("unroll", unroll)
     return _bptt("full", lambda key, T: {"unroll": unroll})
 
 
@@ -98,12 +131,20 @@ def truncated(K: int, unroll: int = 1) -> GradientEstimator:
     """Regular truncation (d2l 8.7.1.2): the backward flow is cut every ``K`` steps.
 
     ``stop_gradient`` is applied to the carry entering steps ``K, 2K, ...``, so
-    each loss term back-propagates at most ``K`` steps (to its chunk's start).
-    Forward values are unchanged; ``K >= T`` is exactly full BPTT.
+    each loss term back-propagates at most ``K`` steps (to its chunk's start):
+    the gradient is the sum over chunks of each chunk's gradient with its
+    incoming carry held fixed (TBPTT(K, K)). Forward values and the head's
+    gradient are unchanged; ``K >= T`` is exactly full BPTT.
 
-    References: Williams & Peng 1990; Jaeger 2002 (d2l's citation).
+    Args:
+      K: truncation length, an integer >= 1.
+      unroll: ``lax.scan``'s unroll factor.
+
+    References: Williams & Peng 1990, "An efficient gradient-based algorithm
+      for on-line training of recurrent network trajectories"; Jaeger 2002 (d2l's citation).
     """
     K = _check_int("K (truncation length)", K)
+    unroll = _check_int("unroll", unroll)
 
     def hook(t, c):
         cut = (t % K == 0)
@@ -117,21 +158,32 @@ def randomized(p: float, unroll: int = 1) -> GradientEstimator:
 
     The backward flow into the carry entering each step is multiplied by
     ``xi_t``, with ``P(xi_t = 1/p) = p`` and ``P(xi_t = 0) = 1 - p``
-    (independent across steps, shared across the batch). Forward values are
-    unchanged and ``E[xi] = 1``, so the gradient is unbiased; ``p = 1`` is full BPTT.
+    (independent across steps, shared across the batch, drawn from ``key``).
+    A path from a loss term back ``k`` steps is scaled by a product of ``k``
+    independent ``xi`` with mean one, so the gradient is unbiased; its
+    variance grows like ``p^-k``. Forward values are unchanged; ``p = 1`` is
+    exactly full BPTT.
+
+    Args:
+      p: keep probability in ``(0, 1]``.
+      unroll: ``lax.scan``'s unroll factor.
 
     References: Tallec & Ollivier 2017, "Unbiasing truncated backpropagation through time".
     """
-    if not isinstance(p, (int, float, np.floating)) or not 0.0 < float(p) <= 1.0:
+    if (isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating))
+            or not 0.0 < float(p) <= 1.0):
         raise ValueError(f"p (keep probability) must lie in (0, 1], got {p!r}")
     p = float(p)
+    unroll = _check_int("unroll", unroll)
 
     def kwargs(key, T):
+        _check_key(f"randomized:{p:g}", key)
         xi = jax.random.bernoulli(key, p, (T,)).astype(jnp.float32) / p
 
         def hook(t, c):
             return jax.tree.map(
-                lambda x: jax.lax.stop_gradient(x) + xi[t] * (x - jax.lax.stop_gradient(x)), c)
+                lambda x: jax.lax.stop_gradient(x) + xi[t].astype(x.dtype)
+                * (x - jax.lax.stop_gradient(x)), c)
 
         return {"before_step": hook, "unroll": unroll}
 
@@ -142,13 +194,19 @@ def checkpointed(S: int | None = None, unroll: int = 1) -> GradientEstimator:
     """Full BPTT with ``jax.checkpoint`` over segments of ``S`` steps.
 
     Same gradient as :func:`full`; memory ``O(T/S + S)`` carries instead of
-    ``O(T)`` residuals, for about one extra forward pass. ``S=None`` picks
-    ``round(sqrt(T))``.
+    ``O(T)`` step residuals, for about one extra forward pass. ``S=None`` picks
+    ``round(sqrt(T))``; ``S`` need not divide ``T``.
 
-    References: Chen et al. 2016, "Training deep nets with sublinear memory cost".
+    Args:
+      S: segment length, an integer >= 1, or ``None``.
+      unroll: ``lax.scan``'s unroll factor.
+
+    References: Chen et al. 2016, "Training deep nets with sublinear memory cost";
+      Griewank & Walther 2000, "Algorithm 799: revolve".
     """
     if S is not None:
         S = _check_int("S (segment length)", S)
+    unroll = _check_int("unroll", unroll)
     return _bptt(f"checkpointed:{S or 'sqrt'}", lambda key, T: {
         "checkpoint_every": S or max(1, int(round(T ** 0.5))), "unroll": unroll})
 
@@ -158,7 +216,11 @@ def checkpointed(S: int | None = None, unroll: int = 1) -> GradientEstimator:
 
 
 def _online_parts(model: Model, params):
-    """Flattened, unbatched step ``f(theta, s, x) -> (s', h)`` and helpers."""
+    """Flattened, unbatched step ``f(theta, s, x) -> (s', h)`` and helpers.
+
+    Returns ``(theta [P], unravel_theta, N, unravel_s, f, loss_t)`` where
+    ``loss_t(theta, s, head, x, y, w) -> (w * loss_t, s')``.
+    """
     cell = model.cell
     theta, unravel_theta = ravel_pytree(params["cell"])
     s0, unravel_s = ravel_pytree(cell.initial_carry(()))
@@ -168,49 +230,63 @@ def _online_parts(model: Model, params):
         return ravel_pytree(c)[0], h
 
     def loss_t(theta, s, head, x, y, w):
-        _, h = f(theta, s, x)
-        return w * model.loss(model.head(head, h), y)
+        s_new, h = f(theta, s, x)
+        return w * model.loss(model.head(head, h), y), s_new
 
     return theta, unravel_theta, s0.size, unravel_s, f, loss_t
 
 
 def _flat_carry(state, batch_size):
+    """Cell carry ``[B, ...]`` -> ``[B, N]``, in ``ravel_pytree``'s leaf order."""
     leaves = jax.tree.leaves(state)
     return jnp.concatenate([l.reshape(batch_size, -1) for l in leaves], axis=1)
 
 
-def _online(name: str, init_influence: Callable, update: Callable, check: Callable | None = None):
+def _online(name: str, init_influence: Callable, update: Callable, check: Callable | None = None,
+            stochastic: bool = False) -> GradientEstimator:
     """Builds an online estimator from its influence init and per-example update.
 
-    ``update(f, theta, s, x, infl, g_s, key) -> (infl_new, g_theta_from_history)``
-    where ``g_s = dl_t/ds_{t-1}`` and the history term is ``g_s M_{t-1}``.
+    Args:
+      init_influence: ``(B, N, P, dtype) -> influence`` (zero influence).
+      update: ``(f, theta, s, x, infl, g_s, key) -> (infl_new, g_hist)`` for
+        one example, where ``s = s_{t-1}``, ``g_s = dl_t/ds_{t-1}`` and the
+        history term is ``g_hist = g_s M_{t-1}`` ``[P]``.
+      check: ``(model, B, N, P) -> None``, raising ``ValueError`` on a bad
+        configuration; called in ``init_carry`` and (at trace time) in
+        ``value_and_grad``.
+      stochastic: whether ``update`` uses its key (then ``key`` must not be None).
     """
 
     def init_carry(model, params, batch_shape):
+        batch_shape = tuple(batch_shape)
         if len(batch_shape) != 1:
-            raise ValueError(f"online estimators take batch_shape (B,), got {tuple(batch_shape)}")
+            raise ValueError(f"{name} takes batch_shape (B,), got {batch_shape}")
         theta, _, N, _, _, _ = _online_parts(model, params)
         if check is not None:
             check(model, batch_shape[0], N, theta.size)
-        return OnlineCarry(model.cell.initial_carry(tuple(batch_shape)),
-                           init_influence(batch_shape[0], N, theta.size))
+        return OnlineCarry(model.cell.initial_carry(batch_shape),
+                           init_influence(batch_shape[0], N, theta.size, theta.dtype))
 
     def value_and_grad(model, params, carry, batch, key):
         if not isinstance(carry, OnlineCarry):
-            raise TypeError(f"{name} needs the OnlineCarry made by its init_carry, got {type(carry).__name__}")
+            raise TypeError(f"{name} needs the OnlineCarry made by its init_carry, "
+                            f"got {type(carry).__name__}")
+        if stochastic:
+            _check_key(name, key)
+        else:
+            key = jax.random.key(0) if key is None else key  # unused
         theta, unravel_theta, N, unravel_s, f, loss_t = _online_parts(model, params)
         T, B = jnp.shape(batch.inputs)[:2]
         if check is not None:
             check(model, B, N, theta.size)
-        w = loss_weights(batch)  # [T, B]
+        w = loss_weights(batch)  # [T, B], sums to one
         s = _flat_carry(carry.state, B)
-        grad_l = jax.grad(loss_t, argnums=(0, 1, 2))
+        vg = jax.value_and_grad(loss_t, argnums=(0, 1, 2), has_aux=True)
 
         def per_example(s, infl, x, y, wt, k):
-            gth, gs, gh = grad_l(theta, s, params["head"], x, y, wt)
+            (l, s_new), (gth, gs, gh) = vg(theta, s, params["head"], x, y, wt)
             infl, g_hist = update(f, theta, s, x, infl, gs, k)
-            s_new, _ = f(theta, s, x)
-            return s_new, infl, gth + g_hist, gh, loss_t(theta, s, params["head"], x, y, wt)
+            return s_new, infl, gth + g_hist, gh, l
 
         def body(acc, inp):
             s, infl, g_th, g_head, loss = acc
@@ -221,7 +297,7 @@ def _online(name: str, init_influence: Callable, update: Callable, check: Callab
 
         zeros_head = jax.tree.map(jnp.zeros_like, params["head"])
         (s, infl, g_th, g_head, loss), _ = jax.lax.scan(
-            body, (s, carry.influence, jnp.zeros_like(theta), zeros_head, 0.0),
+            body, (s, carry.influence, jnp.zeros_like(theta), zeros_head, jnp.zeros((), w.dtype)),
             (batch.inputs, batch.targets, w, jax.random.split(key, T)))
         state = jax.vmap(unravel_s)(s)
         grads = {"cell": unravel_theta(g_th), "head": g_head}
@@ -231,64 +307,101 @@ def _online(name: str, init_influence: Callable, update: Callable, check: Callab
     return GradientEstimator(init_carry, value_and_grad, name)
 
 
+def _fmt_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.4g} {unit}"
+        n /= 1024
+
+
 def rtrl(max_bytes: float = 2 ** 31) -> GradientEstimator:
     """Real-time recurrent learning: the exact influence ``M_t = J_s M_{t-1} + J_theta``.
 
-    Memory ``B * N * P`` floats (``N`` carry size, ``P`` cell params) and time
-    ``O(N^2 P)`` per step; its gradient equals full BPTT's.
+    ``J_s = ds_t/ds_{t-1}`` and ``J_theta = ds_t/dtheta`` come from the same
+    ``N`` vector-Jacobian products (``jax.jacrev``). Memory ``B * N * P`` floats
+    (``N`` carry size, ``P`` cell params) and time ``O(N^2 P)`` per step. On a
+    fresh carry its gradient equals full BPTT's; across batches it keeps the
+    influence (see the module docstring).
 
     Args:
-      max_bytes: refuse (``ValueError``) when the influence matrix would exceed this.
+      max_bytes: refuse (``ValueError``, in ``init_carry`` and at trace time)
+        when the influence matrix would exceed this many bytes.
 
     References: Williams & Zipser 1989, "A learning algorithm for continually
       running fully recurrent neural networks".
     """
+    if (isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, float, np.integer, np.floating))
+            or not max_bytes > 0):
+        raise ValueError(f"max_bytes must be a number > 0, got {max_bytes!r}")
 
     def check(model, B, N, P):
         need = 4 * B * N * P
         if need > max_bytes:
             raise ValueError(
-                f"RTRL influence matrix needs B*N*P*4 = {B}*{N}*{P}*4 = {need / 2**30:.2f} GiB, "
-                f"over the limit max_bytes={max_bytes / 2**30:.2f} GiB; use a smaller model or "
+                f"RTRL influence matrix [B, N, P] = [{B}, {N}, {P}] needs {_fmt_bytes(need)} "
+                f"(float32), over max_bytes={_fmt_bytes(max_bytes)}; use a smaller model or "
                 f"batch, raise max_bytes, or use uoro/snap1")
 
     def update(f, theta, s, x, M, gs, key):
-        J_th, J_s = jax.jacfwd(lambda th, s: f(th, s, x)[0], argnums=(0, 1))(theta, s)
+        # both Jacobians from the same N reverse-mode passes: [N, P] and [N, N]
+        J_th, J_s = jax.jacrev(lambda th, s: f(th, s, x)[0], argnums=(0, 1))(theta, s)
         return J_s @ M + J_th, gs @ M
 
-    return _online("rtrl", lambda B, N, P: jnp.zeros((B, N, P), jnp.float32), update, check)
+    return _online("rtrl", lambda B, N, P, dt: jnp.zeros((B, N, P), dt), update, check)
 
 
 def uoro(eps: float = 1e-7) -> GradientEstimator:
     """Unbiased Online Recurrent Optimization: ``M_t ~ s_tilde theta_tilde^T`` (rank one).
 
-    Each step draws random signs ``nu`` and updates
+    Each step draws random signs ``nu`` (per example) and updates
     ``s_tilde <- rho0 J_s s_tilde + rho1 nu``,
     ``theta_tilde <- theta_tilde / rho0 + nu^T J_theta / rho1``, with the
     variance-minimising ``rho0 = sqrt(|theta_tilde| / |J_s s_tilde|)``,
-    ``rho1 = sqrt(|nu^T J_theta| / |nu|)``. ``E[s_tilde theta_tilde^T] = M_t``, so
-    the gradient is unbiased. Memory ``B (N + P)``; cost a few step evaluations.
+    ``rho1 = sqrt(|nu^T J_theta| / |nu|)`` (``eps`` added to each norm). The
+    ``rho0`` factors cancel in the product and ``rho1`` is even in ``nu``, so
+    ``E[s_tilde theta_tilde^T] = M_t`` given ``E[nu nu^T] = I``, and the
+    gradient ``(g_s . s_tilde) theta_tilde`` is unbiased. From the zero
+    influence the first step gives ``nu nu^T J_theta``. Memory ``B (N + P)``;
+    cost about three step evaluations.
+
+    Args:
+      eps: added to the norms in ``rho0``, ``rho1`` (> 0).
 
     References: Tallec & Ollivier 2018, "Unbiased online recurrent optimization" (ICLR).
     """
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps > 0:
+        raise ValueError(f"eps must be a number > 0, got {eps!r}")
 
     def update(f, theta, s, x, infl, gs, key):
         st, tt = infl
         g_hist = (gs @ st) * tt
-        fs = lambda s: f(theta, s, x)[0]
-        _, js = jax.jvp(fs, (s,), (st,))
-        nu = jax.random.rademacher(key, s.shape, jnp.float32)
+        _, js = jax.jvp(lambda s: f(theta, s, x)[0], (s,), (st,))
+        nu = jax.random.rademacher(key, s.shape, s.dtype)
         _, vjp = jax.vjp(lambda th: f(th, s, x)[0], theta)
         (nj,) = vjp(nu)
         rho0 = jnp.sqrt((jnp.linalg.norm(tt) + eps) / (jnp.linalg.norm(js) + eps))
         rho1 = jnp.sqrt((jnp.linalg.norm(nj) + eps) / (jnp.linalg.norm(nu) + eps))
-        return (rho0 * js + rho1 * nu, tt / rho0 + nj / rho1), g_hist
+        return (js + rho1 * nu, tt + nj / rho1), g_hist
 
-    init = lambda B, N, P: (jnp.zeros((B, N), jnp.float32), jnp.zeros((B, P), jnp.float32))
-    return _online("uoro", init, update)
+    init = lambda B, N, P, dt: (jnp.zeros((B, N), dt), jnp.zeros((B, P), dt))
+    return _online("uoro", init, update, stochastic=True)
 
 
-_SNAP_CELLS = ("elman", "gru", "lstm")
+# carry blocks K of the single-layer cells SnAp-1 knows (carry = K blocks of H)
+_SNAP_CELLS = {"elman-tanh": 1, "elman-relu": 1, "gru": 1, "lstm": 2}
+
+
+def _snap_blocks(model: Model, params) -> int:
+    name = model.cell.name
+    if name not in _SNAP_CELLS:
+        raise ValueError(
+            f"snap1 supports single-layer cells {sorted(_SNAP_CELLS)}, got cell {name!r}"
+            + (" (a stacked/deep cell)" if "x" in name else ""))
+    K, H = _SNAP_CELLS[name], model.cell.hidden_size
+    N = _online_parts(model, params)[2]
+    if N != K * H:
+        raise ValueError(f"snap1: cell {name!r} has carry size {N}, expected {K} x {H}")
+    return K
 
 
 def snap1() -> GradientEstimator:
@@ -300,17 +413,16 @@ def snap1() -> GradientEstimator:
     ``(h, c)``). SnAp-1 keeps exactly those entries: ``M`` is stored compactly
     as ``[K, P]``; each step uses the ``K x K`` diagonal blocks of ``J_s`` and
     the immediate Jacobian on the pattern (``K`` vector-Jacobian products).
-    Memory ``B K P``; biased, exact for the immediate term.
+    Memory ``B K P``. Biased in general, but exact (equal to RTRL) while the
+    influence stays on the pattern: for ``T <= 2`` from a fresh carry, and for
+    any ``T`` when ``J_s`` is unit-diagonal (diagonal recurrent matrices).
+    Single-layer cells only (``ValueError`` for stacks and other cells).
 
     References: Menick et al. 2021, "Practical real time recurrent learning
       with a sparse approximation" (ICLR).
     """
-    def check(model):
-        base = model.cell.name.split("-")[0]
-        if base not in _SNAP_CELLS:
-            raise ValueError(f"snap1 supports the cells {_SNAP_CELLS}, got {model.cell.name!r}")
 
-    def update_factory(model, params):
+    def update_factory(model, params, K):
         H = model.cell.hidden_size
         # [P]: the unit each parameter feeds (last-axis index mod H), in ravel order
         u = jnp.asarray(np.concatenate([
@@ -318,28 +430,26 @@ def snap1() -> GradientEstimator:
             for l in jax.tree.leaves(params["cell"])]))
 
         def update(f, theta, s, x, Mc, gs, key):
-            K = s.shape[0] // H
             fs = lambda s: f(theta, s, x)[0]
             J_s = jax.jacfwd(fs)(s).reshape(K, H, K, H)
             D = jnp.diagonal(J_s, axis1=1, axis2=3)  # [K, K, H]: d s'_{k,i} / d s_{k',i}
             _, vjp = jax.vjp(lambda th: f(th, s, x)[0], theta)
-            I = jnp.stack([vjp(jnp.zeros((K, H)).at[k].set(1.0).ravel())[0] for k in range(K)])
+            # row k: sum_i d s'_{k,i}/d theta_p, = d s'_{k,u[p]}/d theta_p on the pattern
+            imm = jax.vmap(lambda e: vjp(e)[0])(jnp.repeat(jnp.eye(K, dtype=s.dtype), H, axis=1))
             g_hist = jnp.sum(gs.reshape(K, H)[:, u] * Mc, axis=0)
-            Mc = jnp.einsum("abp,bp->ap", D[:, :, u], Mc) + I
+            Mc = jnp.einsum("abp,bp->ap", D[:, :, u], Mc) + imm
             return Mc, g_hist
 
         return update
 
     def init_carry(model, params, batch_shape):
-        check(model)
-        theta, _, N, _, _, _ = _online_parts(model, params)
-        K = N // model.cell.hidden_size
-        return OnlineCarry(model.cell.initial_carry(tuple(batch_shape)),
-                           jnp.zeros((batch_shape[0], K, theta.size), jnp.float32))
+        K = _snap_blocks(model, params)
+        return _online("snap1", lambda B, N, P, dt: jnp.zeros((B, K, P), dt),
+                       None).init_carry(model, params, batch_shape)
 
     def value_and_grad(model, params, carry, batch, key):
-        check(model)
-        est = _online("snap1", None, update_factory(model, params))
+        K = _snap_blocks(model, params)
+        est = _online("snap1", None, update_factory(model, params, K))
         return est.value_and_grad(model, params, carry, batch, key)
 
     return GradientEstimator(init_carry, value_and_grad, "snap1")

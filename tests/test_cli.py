@@ -1,0 +1,166 @@
+"""``jrnn train`` end to end in separate processes: determinism, SIGTERM with a
+checkpoint and an exact ``--resume``, and one-line errors for corrupt or
+mismatched checkpoints.
+
+Each process trains a tiny GRU (H=8) on a small temporary text file for two
+epochs (~650 steps); the uninterrupted runs are shared by the tests.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jrnn import cli
+from jrnn.checkpoint import Checkpointer
+
+CONFIG = ["--hidden", "8", "--num-steps", "5", "--batch-size", "4", "--epochs", "2", "--seed", "1",
+          "--log-every", "5", "--checkpoint-every", "100", "--optimizer", "adam", "--lr", "0.01",
+          "--val-fraction", "0.1", "--sample-length", "8"]
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+    """Processes after the first two load their executables from a persistent
+    compilation cache (the same executables: results are unchanged), which
+    saves most of their start-up on a busy 2-core machine."""
+    ENV.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax-cache")),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+
+def jrnn_cmd(*args):
+    return [sys.executable, "-m", "jrnn.cli", *args]
+
+
+def untimed(path):
+    with open(path) as f:
+        return [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"} for line in f]
+
+
+def final_state(run):
+    """The whole TrainState of a run's latest checkpoint, and its metadata."""
+    import jrnn
+
+    model, _, vocab, cfg = cli.load_run(run)
+    opt = jrnn.make_optimizer(cfg["optimizer"], cfg["lr"], cfg["clip"])
+    template = jrnn.init_state(model, opt, jrnn.grads.parse(cfg["grad"]), jax.random.key(0), cfg["batch_size"])
+    return Checkpointer(run).restore(template)
+
+
+def same_bits(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    words = "the time traveller machine went into future and saw strange things by night".split()
+    path = tmp_path_factory.mktemp("text") / "small.txt"
+    path.write_text(" ".join(rng.choice(words, 1500)))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, text):
+    """The same config trained twice, in two processes at once."""
+    base = tmp_path_factory.mktemp("runs")
+    procs = [subprocess.Popen(jrnn_cmd("train", "--text", text, "--out", str(base / n), *CONFIG),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+             for n in ("a", "b")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-2000:]
+    return str(base / "a"), str(base / "b"), outs
+
+
+def test_same_seed_same_bits_in_two_processes(two_runs):
+    a, b, outs = two_runs
+    (sa, ma), (sb, mb) = final_state(a), final_state(b)
+    assert ma["step"] == mb["step"] > 600
+    assert same_bits(sa, sb)  # params, optimizer state, carry: bitwise
+    ra, rb = untimed(os.path.join(a, "metrics.jsonl")), untimed(os.path.join(b, "metrics.jsonl"))
+    assert ra == rb and len(ra) > 100 and any("val_ppl" in r for r in ra)
+    sample = [line for line in outs[0][0].splitlines() if line.startswith(("greedy", "sampled"))]
+    assert len(sample) == 2 and sample == [
+        line for line in outs[1][0].splitlines() if line.startswith(("greedy", "sampled"))]
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_is_exact(two_runs, text, tmp_path):
+    ref, _, _ = two_runs
+    out = str(tmp_path / "c")
+    p = subprocess.Popen(jrnn_cmd("train", "--text", text, "--out", out, *CONFIG),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    err = []
+    try:
+        for line in p.stderr:  # the first progress line: training is under way
+            err.append(line)
+            if line.startswith("["):
+                p.send_signal(signal.SIGTERM)
+                break
+        stderr_rest = p.stderr.read()
+        p.wait(timeout=120)
+    finally:
+        p.kill()
+    err = "".join(err) + stderr_rest
+    assert p.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err
+    assert "interrupted by SIGTERM at step" in err and f"jrnn train --resume --out {out}" in err
+    step = Checkpointer(out).latest_step()
+    n_total = final_state(ref)[1]["step"]
+    assert 0 < step < n_total  # stopped mid-run, with a checkpoint
+    r = subprocess.run(jrnn_cmd("train", "--resume", "--out", out, "--epochs", "2", "--log-every", "5",
+                                "--checkpoint-every", "100", "--sample-length", "8"),
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"resumed from step {step}" in r.stderr
+    (s1, m1), (s0, m0) = final_state(out), final_state(ref)
+    assert m1["step"] == m0["step"] and same_bits(s1, s0)
+    assert untimed(os.path.join(out, "metrics.jsonl")) == untimed(os.path.join(ref, "metrics.jsonl"))
+
+
+def _one_line_error(r, pattern):
+    import re
+
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr[-3000:]
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_corrupt_or_mismatched_checkpoint_is_one_line(two_runs, tmp_path):
+    ref, _, _ = two_runs
+    bad = str(tmp_path / "corrupt")
+    shutil.copytree(ref, bad)
+    ck = Checkpointer(bad)
+    latest, older = ck.all_steps()[-1], ck.all_steps()[0]
+    for root, _, files in os.walk(os.path.join(bad, "checkpoints", str(latest))):
+        for f in files:
+            with open(os.path.join(root, f), "r+b") as fh:
+                fh.truncate(os.path.getsize(os.path.join(root, f)) // 2)
+    r = subprocess.run(jrnn_cmd("train", "--resume", "--out", bad, "--epochs", "3", "--no-progress"),
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    _one_line_error(r, rf"^jrnn train: error: checkpoint at step {latest} in .* is unreadable .*"
+                       rf"older checkpoint exists at step {older}")
+    r = subprocess.run(jrnn_cmd("generate", "--run", bad), capture_output=True, text=True, env=ENV,
+                       timeout=300)
+    _one_line_error(r, rf"^jrnn generate: error: checkpoint at step {latest} .* is unreadable")
+
+    other = str(tmp_path / "mismatch")
+    shutil.copytree(ref, other)
+    cfg_path = os.path.join(other, "config.json")
+    cfg = json.load(open(cfg_path))
+    json.dump({**cfg, "hidden": 16}, open(cfg_path, "w"))
+    r = subprocess.run(jrnn_cmd("train", "--resume", "--out", other, "--epochs", "3", "--no-progress"),
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    _one_line_error(r, r"^jrnn train: error: checkpoint at step \d+ .* was written by a different run: "
+                       r"hidden_size=8 there, 16 here")

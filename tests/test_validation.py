@@ -1,0 +1,225 @@
+"""Bad input gets a clear ValueError/TypeError naming the argument, the expected
+and the actual value, before anything is compiled (DESIGN.md, "Conventions").
+
+One test per case; each asserts the error type and that the message names the
+problem. None of these tests compiles a train step (they fail before it).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jrnn
+from jrnn import _checks, cli, data
+from jrnn.models import Batch
+
+V, H, B, T = 7, 4, 2, 5
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return jrnn.language_model(jrnn.gru(H), V)
+
+
+@pytest.fixture(scope="module")
+def opt():
+    return jrnn.make_optimizer("sgd", 0.1, 1.0)
+
+
+def ids(shape, hi=V, seed=0):
+    return np.random.default_rng(seed).integers(0, hi, shape).astype(np.int32)
+
+
+def fit(model, opt, batches, **kw):
+    kw = {"batch_size": B, "progress": False, "quiet": True, **kw}
+    return jrnn.fit(model, opt, lambda ep: batches, **kw)
+
+
+# --------------------------------------------------------------------------- carries
+
+
+def test_carry_of_wrong_batch_size_is_named():
+    cell = jrnn.lstm(H)
+    with pytest.raises(ValueError, match=r"carry\.h has shape \(3, 4\), expected \(2, 4\)"):
+        _checks._check_carry(cell, cell.initial_carry((3,)), (2,))
+
+
+def test_carry_of_wrong_hidden_size_dtype_or_structure():
+    cell = jrnn.lstm(H)
+    with pytest.raises(ValueError, match=r"carry\.c has shape \(2, 6\), expected \(2, 4\)"):
+        _checks._check_carry(cell, jrnn.LSTMState(jnp.zeros((2, 4)), jnp.zeros((2, 6))), (2,))
+    with pytest.raises(ValueError, match=r"carry\.h has dtype int32, expected float32"):
+        _checks._check_carry(cell, jrnn.LSTMState(jnp.zeros((2, 4), jnp.int32), jnp.zeros((2, 4))), (2,))
+    with pytest.raises(TypeError, match=r"carry has the wrong structure.*LSTMState"):
+        _checks._check_carry(cell, (jnp.zeros((2, 4)), jnp.zeros((2, 4))), (2,))
+    _checks._check_carry(cell, cell.initial_carry((2,)), (2,))  # the right one passes
+
+
+@pytest.mark.xfail(reason="needs jrnn._checks._check_carry/_check_params called in jrnn.unroll "
+                          "(unroll.py is owned by the performance work); remove this marker then",
+                   strict=False)
+def test_unroll_rejects_a_wrong_carry_and_foreign_params_eagerly():
+    cell = jrnn.gru(H)
+    p = cell.init(jax.random.key(0), 3)
+    xs = jnp.ones((T, B, 3))
+    with pytest.raises(ValueError, match=r"carry has shape \(3, 4\), expected \(2, 4\)"):
+        jrnn.unroll(cell, p, xs, jnp.zeros((3, H)))
+    with pytest.raises(ValueError, match=r"params\['W_h'\] has shape \(4, 12\), expected \(6, 18\)"):
+        jrnn.unroll(jrnn.gru(6), p, xs)
+
+
+# ---------------------------------------------------------------------------- params
+
+
+def test_params_from_another_hidden_size_are_named():
+    p = jrnn.gru(8).init(jax.random.key(0), 3)
+    with pytest.raises(ValueError, match=r"params\['W_h'\] has shape \(8, 24\), expected \(4, 12\)"
+                                         r".*another cell or size"):
+        _checks._check_params(jrnn.gru(H), p)
+    with pytest.raises(ValueError, match=r"params\['W_x'\] has shape \(3, 24\), expected \(5, 24\)"):
+        _checks._check_params(jrnn.gru(8), p, input_size=5)
+
+
+def test_params_from_another_cell_type_are_named():
+    p = jrnn.gru(H).init(jax.random.key(0), 3)
+    with pytest.raises(TypeError, match=r"params has the wrong structure for cell lstm"):
+        _checks._check_params(jrnn.lstm(H), p)
+
+
+def test_evaluate_rejects_params_of_another_model(lm):
+    other = jrnn.language_model(jrnn.gru(6), V).init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"params\['cell'\]\['W_h'\] has shape \(6, 18\), expected \(4, 12\)"):
+        jrnn.evaluate(lm, other, [(ids((B, T)), ids((B, T)))])
+
+
+def test_fit_rejects_a_state_of_another_model_or_batch_size(lm, opt):
+    est = jrnn.grads.full()
+    other = jrnn.language_model(jrnn.gru(6), V)
+    state = jrnn.init_state(other, opt, est, jax.random.key(0), B)
+    with pytest.raises(ValueError, match=r"state\.params\['cell'\]\['W_h'\] has shape \(6, 18\)"):
+        fit(lm, opt, [], state=state, estimator=est)
+    state = jrnn.init_state(lm, opt, est, jax.random.key(0), 3)
+    with pytest.raises(ValueError, match=r"state\.carry has shape \(3, 4\), expected \(2, 4\)"):
+        fit(lm, opt, [], state=state, estimator=est)
+    adam_state = jrnn.init_state(lm, jrnn.make_optimizer("adam", 0.1, 1.0), est, jax.random.key(0), B)
+    with pytest.raises(TypeError, match=r"state\.opt_state has the wrong structure"):
+        fit(lm, opt, [], state=adam_state, estimator=est)
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def test_token_ids_outside_the_vocabulary(lm, opt):
+    bad = ids((B, T))
+    bad[1, 2] = V
+    with pytest.raises(ValueError, match=rf"inputs contains token id {V} outside the vocabulary \[0, {V}\)"):
+        fit(lm, opt, [(bad, ids((B, T)))])
+    with pytest.raises(ValueError, match=r"targets contains token id -1 outside the vocabulary"):
+        fit(lm, opt, [(ids((B, T)), np.full((B, T), -1, np.int32))])
+    with pytest.raises(ValueError, match=r"inputs contains token id 7"):
+        jrnn.evaluate(lm, lm.init(jax.random.key(0)), [(bad, ids((B, T)))])
+    with pytest.raises(ValueError, match=r"token id 7 outside the vocabulary \[0, 7\)"):
+        data.Vocab(list("abcdef")).decode([1, 7])
+
+
+def test_classifier_labels_outside_the_classes(opt):
+    model = jrnn.classifier(jrnn.gru(H), 3, 4)
+    x = np.zeros((B, T, 3), np.float32)
+    with pytest.raises(ValueError, match=r"targets contains class id 4 outside the model's outputs \[0, 4\)"):
+        fit(model, opt, [(x, np.full((B, T), 4, np.int32))])
+
+
+def test_batch_layout_dtype_and_size(lm, opt):
+    with pytest.raises(TypeError, match=r"inputs must be integer token ids.*got dtype float32"):
+        fit(lm, opt, [(np.zeros((B, T), np.float32), ids((B, T)))])
+    with pytest.raises(ValueError, match=r"batch has 3 sequences .* but batch_size=2"):
+        fit(lm, opt, [(ids((3, T)), ids((3, T)))])
+    with pytest.raises(ValueError, match=r"targets must start with the inputs' \[T, B\] = \(5, 2\), got shape \(4, 2\)"):
+        fit(lm, opt, [(ids((B, T)), ids((B, T - 1)))])
+    reg = jrnn.regressor(jrnn.gru(H), 3, 1)
+    with pytest.raises(ValueError, match=r"inputs must have shape \[T, B, D=3\], got \(5, 2, 2\)"):
+        fit(reg, opt, [Batch(np.zeros((T, B, 2), np.float32), np.zeros((T, B, 1), np.float32))])
+    with pytest.raises(ValueError, match=r"mask must have shape \[T, B\] = \(5, 2\), got \(5,\)"):
+        fit(reg, opt, [Batch(np.zeros((T, B, 3), np.float32), np.zeros((T, B, 1), np.float32),
+                             np.ones((T,), np.float32))])
+    with pytest.raises(TypeError, match=r"pairs or time-major jrnn.Batch, got ndarray"):
+        fit(lm, opt, [ids((B, T))])
+
+
+def test_lengths_must_lie_in_1_to_T():
+    cell = jrnn.gru(H)
+    p = cell.init(jax.random.key(0), 3)
+    xs = jnp.ones((T, B, 3))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, T=5\], got min 0"):
+        jrnn.unroll(cell, p, xs, lengths=np.array([0, 3]))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, T=5\], got min 2 and max 6"):
+        jrnn.unroll(cell, p, xs, lengths=np.array([2, 6]))
+    with pytest.raises(TypeError, match=r"lengths must be integers"):
+        jrnn.unroll(cell, p, xs, lengths=np.array([2.0, 3.0]))
+
+
+# ---------------------------------------------------------------------------- corpora
+
+
+def test_empty_corpora(lm, opt, tmp_path):
+    with pytest.raises(ValueError, match=r"corpus is empty"):
+        data.load_corpus("1234 !!\n")
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(ValueError, match=r"text file is empty"):
+        data.read_text(tmp_path / "empty.txt")
+    with pytest.raises(ValueError, match=r"need at least 31 tokens, got 5"):
+        data.batches(np.arange(5), 2, 10, "sequential")
+    with pytest.raises(ValueError, match=r"train_batches\(0\) yielded no batches.*too short"):
+        fit(lm, opt, [])
+
+
+# ------------------------------------------------------------------- hyper-parameters
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: jrnn.gru(0), r"hidden_size must be an integer >= 1, got 0"),
+    (lambda: jrnn.lstm(-3), r"hidden_size must be an integer >= 1, got -3"),
+    (lambda: jrnn.elman(2.5), r"hidden_size must be an integer >= 1, got 2.5"),
+    (lambda: jrnn.make_optimizer("adam", lr=0.0), r"lr must be a finite number > 0, got 0.0"),
+    (lambda: jrnn.make_optimizer("adam", lr=float("inf")), r"lr must be a finite number > 0"),
+    (lambda: jrnn.make_optimizer("adam", clip=-1.0), r"clip must be > 0 or None, got -1.0"),
+    (lambda: data.batches(np.arange(100), 2, 0), r"num_steps must be an integer >= 1, got 0"),
+    (lambda: data.batches(np.arange(100), 0, 5), r"batch_size must be an integer >= 1, got 0"),
+])
+def test_hyper_parameters_out_of_range(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(epochs=0), r"epochs must be an integer >= 1, got 0"),
+    (dict(batch_size=0), r"batch_size must be an integer >= 1, got 0"),
+    (dict(log_every=0), r"log_every must be an integer >= 1, got 0"),
+    (dict(checkpoint_every=-5), r"checkpoint_every must be an integer >= 1 or None, got -5"),
+    (dict(max_skips=0), r"max_skips must be an integer >= 1, got 0"),
+    (dict(seed=-1), r"seed must be an integer >= 0, got -1"),
+    (dict(on_nonfinite="ignore"), r"on_nonfinite must be 'stop' or 'skip', got 'ignore'"),
+    (dict(resume=True), r"resume=True needs out_dir"),
+])
+def test_fit_hyper_parameters_out_of_range(lm, opt, kw, match):
+    with pytest.raises(ValueError, match=match):
+        fit(lm, opt, [(ids((B, T)), ids((B, T)))], **kw)
+
+
+def test_cli_rejects_bad_settings_in_one_line(tmp_path, capsys):
+    # argparse: non-positive sizes exit with status 2 and a usage line
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--hidden", "0"])
+    assert e.value.code == 2 and "--hidden: must be > 0, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--lr", "-1"])
+    assert "--lr: must be > 0" in capsys.readouterr().err
+    # fit's own checks surface as one 'error:' line, no traceback
+    text = tmp_path / "t.txt"
+    text.write_text("the time machine " * 40)
+    rc = cli.main(["train", "--text", str(text), "--hidden", "4", "--num-steps", "4", "--batch-size", "2",
+                   "--checkpoint-every", "-3", "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip() == "jrnn train: error: checkpoint_every must be an integer >= 1 " \
+                                      "or None, got -3"
