@@ -31,6 +31,7 @@ import sys
 import time
 
 H, T, B = 16, 10, 8
+RSS_DRIFT_BOUND_MIB = 16.0  # max RSS growth of a worker after its first 1,000 steps
 
 
 def rss_mib() -> float:
@@ -194,6 +195,8 @@ def main(argv=None) -> int:
         return out
 
     vals = [h["val_ppl"] for h in m_ref["history"] if "val_ppl" in h]
+    rss = rss_stats(ref) + rss_stats(cut)
+    flat = all(r["drift_after_1000_steps_mib"] <= RSS_DRIFT_BOUND_MIB for r in rss)
     report = {
         "config": {"cell": f"gru-{H}", "T": T, "B": B, "steps": a.steps, "checkpoint_every": a.checkpoint_every,
                    "corpus": "pydoc (bundled)", "optimizer": "adam 0.01, clip 1.0", "device": jax.devices()[0].platform},
@@ -201,13 +204,14 @@ def main(argv=None) -> int:
         "val_ppl_per_epoch": [round(v, 3) for v in vals],
         "interruptions": kills,
         "seconds_uninterrupted": round(t_ref, 1), "seconds_interrupted_total": round(t_cut, 1),
-        "rss_uninterrupted": rss_stats(ref), "rss_interrupted_workers": rss_stats(cut),
+        "rss_bound_mib": RSS_DRIFT_BOUND_MIB, "rss_flat": flat,
+        "rss_uninterrupted": rss[:1], "rss_interrupted_workers": rss[1:],
     }
     print(json.dumps(report, indent=1))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(report, f, indent=1)
-    return 0 if same and same_metrics else 1
+    return 0 if same and same_metrics and flat else 1
 
 
 if __name__ == "__main__":

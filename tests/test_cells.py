@@ -326,15 +326,23 @@ def test_step_grads(name):
 # --------------------------------------------------------------------------- 5. project
 
 
-@pytest.mark.parametrize("name", CELLS)
-def test_project_token_ids_equal_one_hot_product(name):
+@pytest.mark.parametrize("name, vocab", [*[(name, V) for name in CELLS], ("lstm", 300)])
+def test_project_token_ids_equal_one_hot_product(name, vocab):
     cell = CELLS[name](H)
-    p = random_params(cell, 12, V)
-    ids = jnp.asarray(np.random.default_rng(13).integers(0, V, (6, B)), jnp.int32)
-    ids = ids.at[0, 0].set(0).at[-1, -1].set(V - 1)  # both ends of the vocabulary
+    p = random_params(cell, 12, vocab)
+    ids = jnp.asarray(np.random.default_rng(13).integers(0, vocab, (6, B)), jnp.int32)
+    ids = ids.at[0, 0].set(0).at[-1, -1].set(vocab - 1)  # both ends of the vocabulary
     w, b = INPUT_PARAMS[name]
-    one_hot = jax.nn.one_hot(ids, V)
+    one_hot = jax.nn.one_hot(ids, vocab)
     np.testing.assert_allclose(cell.project(p, ids), one_hot @ p[w] + p[b], rtol=RTOL, atol=ATOL)
+    # the same derivatives as the one-hot product, in both modes
+    g = normal(18, (6, B, p[b].shape[0]))
+    grad_ids = jax.grad(lambda p: jnp.sum(cell.project(p, ids) * g))(p)
+    grad_one_hot = jax.grad(lambda p: jnp.sum((one_hot @ p[w] + p[b]) * g))(p)
+    assert_trees_close(grad_ids, grad_one_hot)
+    dp = random_params(cell, 19, vocab)
+    np.testing.assert_allclose(jax.jvp(lambda p: cell.project(p, ids), (p,), (dp,))[1],
+                               one_hot @ dp[w] + dp[b], rtol=RTOL, atol=ATOL)
     # and a whole step on ids equals the step on the one-hot floats
     carry = random_carry(cell, 14, (B,))
     assert_trees_close(cell.apply(p, carry, ids[0]), cell.apply(p, carry, one_hot[0]))

@@ -1,16 +1,19 @@
 """Tests for jrnn.grads: every estimator against an independent reference.
 
 References used here (none of them is grads.py's own output):
-- BPTT reference: ``jax.grad`` of a loss built from :func:`jrnn.unroll` over
-  hand-split chunks, the carry entering each chunk ``stop_gradient``-ed
-  (one chunk = full BPTT), with hand-normalised loss weights;
-- RTRL is compared with that full-BPTT reference; UORO (unbiasedness) with
+- BPTT reference (``_reference``): ``jax.grad`` of a loss built over
+  hand-split chunks, the carry entering each chunk ``stop_gradient``-ed (one
+  chunk = full BPTT), with hand-normalised loss weights; a chunk is run by
+  :func:`jrnn.unroll` or by a Python loop over ``cell.apply``;
+- RTRL is compared with the full-BPTT reference; UORO (unbiasedness) with
   RTRL, SnAp-1 with RTRL where it must be exact;
 - statistical tests vmap over keys and bound ``|mean - target|`` by
-  ``Z * std / sqrt(n)`` per element, with the std measured on the same sample.
+  ``Z * std / sqrt(n)`` per element, with the std measured on the same sample,
+  and check that the same bound rejects a biased target (power).
 
-Sizes are tiny (H <= 8, T <= 10, B <= 3) and each test compiles one program
-that computes everything it compares, to keep compile time (the cost here) low.
+Sizes are tiny (H <= 8, T <= 10, B <= 3; the memory test only compiles a
+T=512, H=64 program) and each test compiles one program that computes
+everything it compares: compiling is what costs time here.
 """
 
 import functools
@@ -46,9 +49,10 @@ def _problem(cell, tokens=True, T=5, B=2, seed=0, mask=False, V=4, D=3, O=2):
     rng = np.random.default_rng(seed)
     params = _params(model, rng)
     if tokens:
-        x, y = rng.integers(0, V, (T, B)).astype(np.int32), rng.integers(0, V, (T, B)).astype(np.int32)
+        x, y = (rng.integers(0, V, (T, B)).astype(np.int32) for _ in range(2))
     else:
-        x, y = rng.normal(size=(T, B, D)).astype(np.float32), rng.normal(size=(T, B, O)).astype(np.float32)
+        x = rng.normal(size=(T, B, D)).astype(np.float32)
+        y = rng.normal(size=(T, B, O)).astype(np.float32)
     m = None
     if mask:
         m = (rng.random((T, B)) < 0.6).astype(np.float32)
@@ -72,20 +76,32 @@ def _stack(*trees):
     return jax.tree.map(lambda *a: np.stack(a), *trees)
 
 
-def _reference(model, params, carry, xs, ys, w, K=None):
+def _reference(model, params, carry, xs, ys, w, K=None, loop=False):
     """``(loss, grads, final_carry)`` of the weighted loss, BPTT cut every ``K`` steps.
 
-    Built by hand: the sequence is split into chunks of ``K`` steps, each
-    unrolled with :func:`jrnn.unroll` from the ``stop_gradient`` of the carry
-    the previous chunk left; ``K=None`` is one chunk (full BPTT).
+    Built by hand: the sequence is split into chunks of ``K`` steps, each run
+    from the ``stop_gradient`` of the carry the previous chunk left;
+    ``K=None`` is one chunk (full BPTT). A chunk is run by :func:`jrnn.unroll`,
+    or with ``loop=True`` by a Python loop over ``cell.apply`` (independent of
+    ``unroll`` and its fast path).
     """
     T = jnp.shape(xs)[0]
     K = K or T
+    cell = model.cell
+
+    def chunk(p, xs, c):
+        if not loop:
+            return jrnn.unroll(cell, p, xs, c)
+        hs = []
+        for t in range(xs.shape[0]):
+            c, h = cell.apply(p, c, xs[t])
+            hs.append(h)
+        return jnp.stack(hs), c
 
     def loss(p):
         c, hs = carry, []
         for s in range(0, T, K):
-            h, c = jrnn.unroll(model.cell, p["cell"], xs[s:s + K], jax.lax.stop_gradient(c))
+            h, c = chunk(p["cell"], xs[s:s + K], jax.lax.stop_gradient(c))
             hs.append(h)
         out = model.head(p["head"], jnp.concatenate(hs))
         return jnp.sum(model.loss(out, ys) * w), c
@@ -149,7 +165,6 @@ def lstm_case():
     carry0 = jrnn.LSTMState(h=np.full((2, 4), 0.3, np.float32), c=np.full((2, 4), -0.2, np.float32))
     ests = [G.full(), G.truncated(TRUNC_T), G.truncated(10), G.truncated(3), G.checkpointed(2),
             G.checkpointed(10), G.checkpointed(), G.randomized(1.0), G.randomized(0.5)]
-
     w = _weights(batch.mask, TRUNC_T, 2)
 
     @_jit
@@ -158,11 +173,13 @@ def lstm_case():
         for e in ests:
             loss, g, new, _ = e.value_and_grad(model, params, carry0, batch, key)
             out[e.name] = (loss, g, new)
-        for K in (None, 3):
-            out[f"ref:{K}"] = _reference(model, params, carry0, batch.inputs, batch.targets, w, K)
+        xs, ys = batch.inputs, batch.targets
+        out["ref:None"] = _reference(model, params, carry0, xs, ys, w, loop=True)
+        out["ref:3"] = _reference(model, params, carry0, xs, ys, w, K=3)
         return out
 
     return run(params, carry0, batch, jax.random.key(1))
+
 
 def test_full_matches_reference(lstm_case):
     l, g, c = lstm_case["ref:None"]
@@ -176,9 +193,9 @@ def test_full_matches_reference(lstm_case):
 def test_truncated_K_ge_T_is_full(lstm_case, K):
     lf, gf, cf = lstm_case["full"]
     l, g, c = lstm_case[f"truncated:{K}"]
-    assert l == lf
-    _close(g, gf, rtol=1e-6, atol=1e-8, what=f"truncated:{K}")
-    _close(c, cf, rtol=0, atol=0)
+    np.testing.assert_allclose(l, lf, rtol=1e-6)
+    _close(g, gf, rtol=1e-5, atol=1e-7, what=f"truncated:{K}")
+    _close(c, cf, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("K", [3])
@@ -205,12 +222,14 @@ def test_checkpointed_is_full(lstm_case, S):
 def test_randomized_p1_is_full_and_forward_is_untouched(lstm_case):
     lf, gf, cf = lstm_case["full"]
     l, g, c = lstm_case["randomized:1"]
-    assert l == lf
-    _close(g, gf, rtol=1e-6, atol=1e-8, what="randomized:1")
-    _close(c, cf, rtol=0, atol=0)
-    l, g, c = lstm_case["randomized:0.5"]
-    assert l == lf  # the forward pass is bitwise full's
-    _close(c, cf, rtol=0, atol=0)
+    _close(g, gf, rtol=1e-5, atol=1e-7, what="randomized:1")
+    for p in ("1", "0.5"):
+        l, g, c = lstm_case[f"randomized:{p}"]
+        # the hook's forward value is sg(x) + xi * (x - sg(x)) = x, bitwise; the
+        # carry is compared with a float tolerance only because full() may take
+        # unroll's fast path, whose fusion (rounding) can differ
+        assert l == lf, (l, lf)
+        _close(c, cf, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", ["truncated:3", "checkpointed:2", "randomized:0.5"])
@@ -235,10 +254,10 @@ def test_checkpointed_uses_less_memory():
         if stats is None or not hasattr(stats, "temp_size_in_bytes"):
             pytest.skip(f"memory_analysis() unavailable on {jax.default_backend()}")
         temp[e.name] = stats.temp_size_in_bytes
-    # full keeps T steps of residuals (gates, c, h); sqrt(T) segments keep about
-    # 2 sqrt(T) steps' worth. The [T, B, 4H] projected inputs, the outputs and
-    # their cotangents are shared costs, so the ratio is ~0.55 here, not ~0.
-    assert temp["checkpointed:sqrt"] < 0.75 * temp["full"], temp
+    # full keeps T steps of residuals (gates, c, h, projected inputs, outputs);
+    # checkpointed keeps sqrt(T) boundary carries and one segment's residuals
+    # (measured: ~6% of full's temp memory here)
+    assert temp["checkpointed:sqrt"] < 0.25 * temp["full"], temp
 
 
 # --------------------------------------------------------------------------- randomized
@@ -313,8 +332,9 @@ def test_rtrl_equals_bptt(cell, tokens):
         l2, g2, c2, _ = jax.vmap(lambda c: est.value_and_grad(model, params, c, b2, key))(both)
         zero = model.cell.initial_carry((B,))
         # K=T cuts at the batch boundary: batch 1's reference, and batch 2's with BPTT semantics
-        cutref = jax.vmap(lambda w: _reference(model, params, zero, xs, ys, w, K=T))(np.stack([w1, w2]))
-        ref2 = _reference(model, params, zero, xs, ys, w2)
+        cutref = jax.vmap(lambda w: _reference(model, params, zero, xs, ys, w, K=T, loop=True))(
+            np.stack([w1, w2]))
+        ref2 = _reference(model, params, zero, xs, ys, w2, loop=True)
         return (l1, g1), (l2, g2, c2.state), cutref, ref2
 
     (l1, g1), (l2, g2, s2), cutref, ref2 = run(params)
@@ -342,7 +362,7 @@ def test_uoro_is_unbiased(cell, tokens):
     uoro, rtrl = G.uoro(), G.rtrl()
 
     def two(est, key):
-        """Batch 1 then batch 2, the carry passed along: (losses [2], cell grads [2, P], head [P])."""
+        """Batch 1, then batch 2 from its carry: losses [2], cell grads [2, P], head grad [P]."""
         def body(c, inp):
             b, k = inp
             l, g, c, _ = est.value_and_grad(model, params, c, b, k)
@@ -357,7 +377,8 @@ def test_uoro_is_unbiased(cell, tokens):
         l, g, h, _ = jax.vmap(lambda k: two(uoro, k))(keys)
         rl, rg, rh, c = two(rtrl, keys[0])
         # BPTT semantics on batch 2 (incoming state held fixed): what UORO must NOT match
-        state1 = rtrl.value_and_grad(model, params, rtrl.init_carry(model, params, (B,)), b1, None)[2].state
+        c0 = rtrl.init_carry(model, params, (B,))
+        state1 = rtrl.value_and_grad(model, params, c0, b1, None)[2].state
         g_cut = _flat(G.full().value_and_grad(model, params, state1, b2, None)[1]["cell"])
         return (l, g, h), (rl, rg, rh), g_cut
 
@@ -387,8 +408,8 @@ def _diagonal_recurrence(params, H):
 @pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
 def test_snap1(cell):
     H, T, B = 4, 6, 2
-    mk = {"elman": lambda: jrnn.elman(H), "gru": lambda: jrnn.gru(H), "lstm": lambda: jrnn.lstm(H)}[cell]
-    model, params, batch = _problem(mk(), tokens=cell != "gru", T=T, B=B, seed=6)
+    mk = {"elman": jrnn.elman, "gru": jrnn.gru, "lstm": jrnn.lstm}[cell]
+    model, params, batch = _problem(mk(H), tokens=cell != "gru", T=T, B=B, seed=6)
     ones = np.ones((T, B), np.float32)
     first2 = np.where(np.arange(T)[:, None] < 2, ones, 0.0)  # loss on steps 1, 2 only
     snap, rtrl = G.snap1(), G.rtrl()
@@ -477,9 +498,9 @@ def test_bad_configuration(make, match):
 
 def test_parse():
     for spec, name in [("full", "full"), ("truncated:35", "truncated:35"),
-                       ("randomized:0.25", "randomized:0.25"), ("checkpointed", "checkpointed:sqrt"),
-                       ("checkpointed:4", "checkpointed:4"), ("rtrl", "rtrl"), ("uoro", "uoro"),
-                       ("snap1", "snap1")]:
+                       ("randomized:0.25", "randomized:0.25"),
+                       ("checkpointed", "checkpointed:sqrt"), ("checkpointed:4", "checkpointed:4"),
+                       ("rtrl", "rtrl"), ("uoro", "uoro"), ("snap1", "snap1")]:
         assert G.parse(spec).name == name
 
 
@@ -511,3 +532,15 @@ def test_online_estimators_reject_a_plain_carry():
     for est in (G.rtrl(), G.uoro(), G.snap1()):
         with pytest.raises(TypeError, match="OnlineCarry"):
             est.value_and_grad(model, params, model.cell.initial_carry((2,)), batch, None)
+
+
+def test_online_estimators_check_ids_and_batch_size_eagerly():
+    model, params, batch = _problem(jrnn.elman(3), T=2)  # vocab 4, B = 2
+    for est in (G.rtrl(), G.uoro(), G.snap1()):
+        carry = est.init_carry(model, params, (2,))
+        with pytest.raises(ValueError, match="token id 4 outside the vocabulary"):
+            est.value_and_grad(model, params, carry, batch._replace(inputs=batch.inputs * 0 + 4),
+                               jax.random.key(0))
+        with pytest.raises(ValueError, match="batch size"):
+            est.value_and_grad(model, params, est.init_carry(model, params, (3,)), batch,
+                               jax.random.key(0))

@@ -168,7 +168,7 @@ def plain_values_and_grads(name):
 
 @pytest.mark.parametrize("name, every, unroll", [
     ("lstm", 1, 1), ("lstm", 4, 1), ("lstm", 5, 1),  # 4 divides T = 12, 5 does not
-    ("elman", 5, 2),
+    ("gru", 5, 1), ("elman", 5, 2),
 ])
 def test_checkpointed_unroll_matches_plain(name, every, unroll):
     cell, _ = make(name)
@@ -189,7 +189,7 @@ GRAD_OPTS = {
 
 
 @pytest.mark.parametrize("name, opts", [
-    ("elman", "lengths-reverse"), ("elman", "plain"), ("elman", "lengths-checkpoint")])
+    ("gru", "lengths-reverse"), ("lstm", "plain"), ("elman", "lengths-checkpoint")])
 def test_unroll_check_grads(name, opts):
     opts = GRAD_OPTS[opts]
     cell, _ = make(name)
@@ -213,8 +213,8 @@ MASK_OPTS = {
     "reverse-checkpoint5-unroll2": {"reverse": True, "checkpoint_every": 5, "unroll": 2},
 }
 MASK_CASES = ([(name, opts) for name in CELLS for opts in ("forward", "reverse")]
-              + [(name, opts) for name in ("lstm", "stack")
-                 for opts in ("checkpoint5", "reverse-checkpoint5-unroll2")])
+              + [("lstm", "checkpoint5"), ("gru", "reverse-checkpoint5-unroll2"),
+                 ("stack", "reverse-checkpoint5-unroll2")])
 
 
 @pytest.mark.parametrize("name, opts", MASK_CASES)
@@ -230,7 +230,7 @@ def test_padding_matches_each_sequence_alone(name, opts):
     np.testing.assert_array_equal(np.asarray(hs)[pad], 0.0)  # padded outputs are exactly zero
 
 
-@pytest.mark.parametrize("name, reverse", [("elman", False), ("lstm", True)])
+@pytest.mark.parametrize("name, reverse", [("elman", False), ("lstm", True), ("gru", False)])
 def test_masked_grads_equal_sum_of_per_sequence_grads(name, reverse):
     cell, apply = make(name)
     p, c0 = random_params(cell, 0), random_carry(cell, 1)
@@ -251,8 +251,10 @@ def test_masked_grads_equal_sum_of_per_sequence_grads(name, reverse):
         hs = hs[::-1] if reverse else hs
         return jnp.sum(hs * w_np[:L, b]) + tree_dot_with(carry, row(wc_np, b))
 
-    grads = jax.grad(batched_loss)(p)
-    ref = jax.tree.map(lambda *g: sum(g), *[jax.grad(sequence_loss)(p, b) for b in range(B)])
+    loss, grads = jax.value_and_grad(batched_loss)(p)
+    per_seq = [jax.value_and_grad(sequence_loss)(p, b) for b in range(B)]
+    np.testing.assert_allclose(loss, sum(v for v, _ in per_seq), rtol=1e-4, atol=1e-5)
+    ref = jax.tree.map(lambda *g: sum(g), *[g for _, g in per_seq])
     assert_trees_close(grads, ref, rtol=1e-4, atol=1e-5)
 
 
@@ -289,9 +291,9 @@ def test_bidirectional_is_forward_and_flipped_backward(name, with_lengths):
 # --------------------------------------------------------------------------- 9. layout, unbatched, ids
 
 
-@pytest.mark.parametrize("opts", [{}, {"lengths": LENGTHS, "reverse": True, "unroll": 2}],
-                         ids=["plain", "lengths-reverse"])
-@pytest.mark.parametrize("name", ["elman", "lstm"])
+@pytest.mark.parametrize("name, opts", [
+    ("elman", {}), ("lstm", {"lengths": LENGTHS, "reverse": True, "unroll": 2})],
+    ids=["elman-plain", "lstm-lengths-reverse"])
 def test_batch_major_equals_transposed_time_major(name, opts):
     cell, _ = make(name)
     p, c0, xs = random_params(cell, 0), random_carry(cell, 1), normal(2, (T, B, D))
@@ -303,7 +305,7 @@ def test_batch_major_equals_transposed_time_major(name, opts):
 
 @pytest.mark.parametrize("name", ["stack"])
 def test_unbatched_unroll_equals_batch_row(name):
-    cell, apply = make(name)
+    cell, _ = make(name)
     p, c0, xs = random_params(cell, 0), random_carry(cell, 1), padded_inputs(2, LENGTHS)
     hs, carry = jrnn.unroll(cell, p, xs, c0, lengths=LENGTHS)
     b = 0  # length 5 < T: the scalar length masks too
@@ -325,14 +327,20 @@ def test_two_batch_dims_equal_flat_batch(reverse):
                        (ref_hs, ref_carry))
 
 
-@pytest.mark.parametrize("name", ["stack"])
+@pytest.mark.parametrize("name", ["gru"])
 def test_unroll_token_ids_equals_one_hot(name):
     V = 7
     cell, _ = make(name)
     p, c0 = random_params(cell, 0, input_size=V), random_carry(cell, 1)
     ids = jnp.asarray(np.random.default_rng(2).integers(0, V, (T, B)), jnp.int32)
-    outs = jrnn.unroll(cell, p, ids, c0, lengths=LENGTHS)
-    assert_trees_close(outs, jrnn.unroll(cell, p, jax.nn.one_hot(ids, V), c0, lengths=LENGTHS))
+
+    def loss(p, xs):
+        outs = jrnn.unroll(cell, p, xs, c0, lengths=LENGTHS)
+        return tree_dot(outs, 3), outs
+
+    (_, outs), grads = jax.value_and_grad(loss, has_aux=True)(p, ids)
+    (_, ref_outs), ref_grads = jax.value_and_grad(loss, has_aux=True)(p, jax.nn.one_hot(ids, V))
+    assert_trees_close((outs, grads), (ref_outs, ref_grads))
     with pytest.raises(ValueError, match="token id 9"):
         jrnn.unroll(cell, p, ids.at[3, 2].set(9), c0)
 
@@ -436,7 +444,6 @@ def test_property_padding_never_changes_real_outputs(data):
     ref = per_sequence(_PROP_APPLY, _PROP_PARAMS, jnp.asarray(xs), lengths,
                        _PROP_CELL.initial_carry((nb,)), reverse=reverse)
     assert_trees_close((hs, carry), ref)
-
 
 
 _FLIP = jax.jit(_flip_within)

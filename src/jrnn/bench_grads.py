@@ -38,6 +38,7 @@ files. ``--quick`` shrinks every size for a CI smoke run (seconds).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -59,7 +60,7 @@ STOCHASTIC = ("randomized", "uoro")
 DEFAULTS: dict[str, Any] = dict(
     estimators="full,truncated:5,truncated:17,randomized:0.8,randomized:0.95,checkpointed,rtrl,uoro,snap1",
     hidden=32, batch=8, seq_len=35, keys=64, pretrain=100,
-    lengths="32,128,512,2048", repeats=3, segments="8,32,128,512", online_max_seconds=4.0,
+    lengths="32,128,512,2048", repeats=5, segments="8,32,128,512", online_max_seconds=4.0,
     lm_chars=50_000, lm_hidden=64, lm_batch=32, lm_seq_len=35, lm_updates=300, lm_lr=0.01,
     copy_hidden=16, copy_batch=32, copy_symbols=8, copy_len=2, copy_delay=30, copy_updates=800,
     copy_lr=0.02, eval_every=25, lm_online_budget=40.0, copy_online_budget=80.0,
@@ -270,9 +271,16 @@ def _machine() -> dict:
                                 capture_output=True, text=True, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
+    sources = {}  # the estimator code actually imported (the git tree may be dirty)
+    for name in ("grads", "unroll", "models", "cells", "train"):
+        try:
+            with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py"), "rb") as f:
+                sources[f"{name}.py"] = hashlib.sha1(f.read()).hexdigest()[:12]
+        except OSError:
+            pass
     return {"cpu": cpu, "cores": cores, "platform": platform.platform(), "python": platform.python_version(),
             "jax": jax.__version__, "jaxlib": jaxlib_version, "device": f"{dev.platform}:{dev.device_kind}",
-            "devices": len(jax.devices()), "git": commit,
+            "devices": len(jax.devices()), "git": commit, "sources_sha1": sources,
             "loadavg_start": _loadavg()}
 
 
@@ -483,6 +491,7 @@ def _cost(args, log, vocab_size) -> dict:
                 jax.block_until_ready((st, m))
                 ts.append(time.perf_counter() - t0)
             rec["seconds"] = _median(ts)
+            rec["min_seconds"] = min(ts)
             rec["all_seconds"] = [round(t, 5) for t in ts]
         return rec
 
@@ -657,7 +666,7 @@ def _learning_lm(args, log, train, val, vocab) -> dict:
                             carry_over=True)
         return {"val_loss": nll, "val_ppl": math.exp(min(nll, 700.0))}
 
-    out = {"task": f"char LM on {args.corpus} (first {args.lm_chars} chars, last 10% held out, "
+    out = {"title": f"char LM ({args.corpus})", "task": f"char LM on {args.corpus} (first {args.lm_chars} chars, last 10% held out, "
                    f"V={len(vocab)})", "model": f"{args.cell}-{args.lm_hidden}", "B": B, "T": T,
            "optimizer": f"adam lr={args.lm_lr} clip=1", "updates": args.lm_updates,
            "partition": "random, fresh carry per batch (carry_over=False)",
@@ -706,7 +715,7 @@ def _learning_copy(args, log) -> dict:
             yield _batch(x, y, m)
             i += 1
 
-    out = {"task": f"copy task: remember {L} of {K} symbols over a delay of {D} (T={2 * L + D}); "
+    out = {"title": f"copy task (delay {D})", "task": f"copy task: remember {L} of {K} symbols over a delay of {D} (T={2 * L + D}); "
                    f"loss and accuracy on the recall window of 512 held-out sequences",
            "model": f"{args.cell}-{args.copy_hidden}", "B": B, "T": 2 * L + D,
            "optimizer": f"adam lr={args.copy_lr} clip=1", "updates": args.copy_updates,
@@ -795,9 +804,10 @@ def _markdown(res: dict) -> str:
                          f"{_f(r.get('ratio_to_full'), '.3f')} |")
         cs = cost.get("checkpoint_summary")
         if cs:
-            dflt = ", ".join(f"{k}: {v:.3f}" for k, v in cs["ratio_default"].items())
-            L += ["", f"At T={cs['T']}, checkpointed's peak is {dflt or '—'} of full's; the best swept S="
-                      f"{cs['best_S']} gives {_f(cs['best_ratio'], '.3f')}; "
+            dflt = ", ".join(f"{v:.3f} for {k}" + (" (S=round(sqrt(T)))" if k == "checkpointed" else "")
+                             for k, v in cs["ratio_default"].items())
+            L += ["", f"At T={cs['T']} checkpointed BPTT's peak is {dflt or '—'} of full's; the best swept "
+                      f"S={cs['best_S']} gives {_f(cs['best_ratio'], '.3f')}; "
                       + (f"S in {cs['S_below_quarter']} is below 1/4." if cs["S_below_quarter"]
                          else "no swept S gets below 1/4.")]
         if cost.get("rss"):
@@ -914,7 +924,7 @@ def _plots(res: dict, out_dir: str, log) -> list:
             if "skipped" in r:
                 continue
             axes[0].plot(r["updates"], r[metric], ".-", label=spec)
-            axes[1].plot([max(s, 1e-2) for s in r["seconds"]], r[metric], ".-", label=spec)
+            axes[1].plot(r["seconds"][1:], r[metric][1:], ".-", label=spec)  # t=0 has no log position
         if "chance_loss" in t:
             for ax in axes:
                 ax.axhline(t["chance_loss"], color="gray", ls=":", lw=1, label="chance")
@@ -927,7 +937,7 @@ def _plots(res: dict, out_dir: str, log) -> list:
                 ax.set_yscale("log")
             ax.grid(True, alpha=0.3)
         axes[0].legend(fontsize=7)
-        fig.suptitle(f"{t['task'][:90]}\n{t['model']}, B={t['B']}, T={t['T']}", fontsize=9)
+        fig.suptitle(f"{t['title']}: {t['model']}, B={t['B']}, T={t['T']}, {t['optimizer']}", fontsize=10)
         save(fig, f"learning_{key}.png")
     return files
 
@@ -944,7 +954,9 @@ def run(args: argparse.Namespace) -> dict:
     m = res["machine"]
     log(f"machine: {m['cpu']}, {m['cores']} cores, {m['device']}, jax {m['jax']}, load {m['loadavg_start']}")
     log(f"sections {args.only}; estimators {args.estimators}; out {args.out}")
-    train, val, vocab = _lm_data(args)  # the cost section needs only the vocabulary size
+    train = val = vocab = None
+    if {"accuracy", "cost", "lm"} & set(args.only):  # cost needs only the vocabulary size
+        train, val, vocab = _lm_data(args)
     if "accuracy" in args.only:
         log(f"accuracy: {args.cell}-{args.hidden}, B={args.batch}, T={args.seq_len}, {args.keys} keys")
         res["accuracy"] = _accuracy(args, log, train, vocab)

@@ -20,7 +20,8 @@ Hyper-parameters are closed over by the constructors and checked eagerly:
 
 The BPTT family differentiates :func:`~jrnn.models.sequence_loss` through the
 ``lax.scan``, with a hook that cuts (truncated) or rescales (randomized) the
-backward flow into the carry, or with segments rematerialised (checkpointed).
+backward flow into the carry; checkpointed rematerialises whole segments
+(recurrence, head and loss) in the backward pass.
 
 The online estimators treat the batch as a stream: they walk it one step at a
 time, keeping ``M_t = d s_t / d theta`` (the influence of the cell params on the
@@ -54,7 +55,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from .cells import check_token_ids
 from .models import Batch, Model, loss_weights, sequence_loss
+from .unroll import unroll as _unroll
 
 __all__ = [
     "GradientEstimator", "OnlineCarry", "full", "truncated", "randomized", "checkpointed",
@@ -193,9 +196,14 @@ def randomized(p: float, unroll: int = 1) -> GradientEstimator:
 def checkpointed(S: int | None = None, unroll: int = 1) -> GradientEstimator:
     """Full BPTT with ``jax.checkpoint`` over segments of ``S`` steps.
 
-    Same gradient as :func:`full`; memory ``O(T/S + S)`` carries instead of
-    ``O(T)`` step residuals, for about one extra forward pass. ``S=None`` picks
-    ``round(sqrt(T))``; ``S`` need not divide ``T``.
+    Same gradient as :func:`full` (up to float rounding). Each segment -- the
+    input projection, the recurrence, the head and the loss of its ``S``
+    steps -- is one ``jax.checkpoint``-ed function of the carry entering it,
+    so the backward pass keeps only the ``ceil(T/S)`` segment-boundary carries
+    (plus the inputs) and recomputes one segment at a time: memory ``O(T/S +
+    S)`` steps instead of ``O(T)``, for about one extra forward pass.
+    ``S=None`` picks ``round(sqrt(T))``; ``S`` need not divide ``T`` (the
+    remainder is a shorter last segment).
 
     Args:
       S: segment length, an integer >= 1, or ``None``.
@@ -207,8 +215,37 @@ def checkpointed(S: int | None = None, unroll: int = 1) -> GradientEstimator:
     if S is not None:
         S = _check_int("S (segment length)", S)
     unroll = _check_int("unroll", unroll)
-    return _bptt(f"checkpointed:{S or 'sqrt'}", lambda key, T: {
-        "checkpoint_every": S or max(1, int(round(T ** 0.5))), "unroll": unroll})
+
+    def value_and_grad(model, params, carry, batch, key):
+        T = jnp.shape(batch.inputs)[0]
+        if T < 1:
+            raise ValueError(f"batch.inputs must have at least one time step, got shape "
+                             f"{tuple(jnp.shape(batch.inputs))}")
+        L = min(S or max(1, int(round(T ** 0.5))), T)
+        n = T // L
+        w = loss_weights(batch)
+
+        def segment(p, c, xs, ys, ws):
+            hs, c = _unroll(model.cell, p["cell"], xs, c, unroll=unroll)
+            return c, jnp.sum(model.loss(model.head(p["head"], hs), ys) * ws)
+
+        in_scan = jax.checkpoint(segment, prevent_cse=False)  # scan already blocks CSE
+
+        def loss(p):
+            whole = lambda a: jnp.reshape(a[:n * L], (n, L) + jnp.shape(a)[1:])
+            c, ls = jax.lax.scan(lambda c, seg: in_scan(p, c, *seg), carry,
+                                 (whole(batch.inputs), whole(batch.targets), whole(w)))
+            total = jnp.sum(ls)
+            if n * L < T:  # the remainder: one shorter segment
+                c, l = jax.checkpoint(segment)(p, c, batch.inputs[n * L:], batch.targets[n * L:],
+                                               w[n * L:])
+                total = total + l
+            return total, c
+
+        (loss_value, new_carry), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return loss_value, grads, jax.lax.stop_gradient(new_carry), {}
+
+    return GradientEstimator(_cell_carry, value_and_grad, f"checkpointed:{S or 'sqrt'}")
 
 
 # ----------------------------------------------------------------------------
@@ -273,14 +310,19 @@ def _online(name: str, init_influence: Callable, update: Callable, check: Callab
                             f"got {type(carry).__name__}")
         if stochastic:
             _check_key(name, key)
-        else:
-            key = jax.random.key(0) if key is None else key  # unused
         theta, unravel_theta, N, unravel_s, f, loss_t = _online_parts(model, params)
         T, B = jnp.shape(batch.inputs)[:2]
         if check is not None:
             check(model, B, N, theta.size)
+        carry_b = {jnp.shape(l)[0] if jnp.ndim(l) else None for l in jax.tree.leaves(carry.state)}
+        if carry_b != {B}:
+            raise ValueError(f"{name}: the carry has batch size {sorted(carry_b, key=str)} but "
+                             f"batch.inputs {tuple(jnp.shape(batch.inputs))} has B={B}")
+        if model.tokens:  # the per-step gathers below run traced: check the ids here
+            check_token_ids(batch.inputs, model.input_size, "batch.inputs")
         w = loss_weights(batch)  # [T, B], sums to one
         s = _flat_carry(carry.state, B)
+        keys = jax.random.split(key, (T, B)) if stochastic else jnp.zeros((T, B))
         vg = jax.value_and_grad(loss_t, argnums=(0, 1, 2), has_aux=True)
 
         def per_example(s, infl, x, y, wt, k):
@@ -290,15 +332,14 @@ def _online(name: str, init_influence: Callable, update: Callable, check: Callab
 
         def body(acc, inp):
             s, infl, g_th, g_head, loss = acc
-            x, y, wt, k = inp
-            s, infl, gth, gh, l = jax.vmap(per_example)(s, infl, x, y, wt, jax.random.split(k, B))
+            s, infl, gth, gh, l = jax.vmap(per_example)(s, infl, *inp)
             return (s, infl, g_th + gth.sum(0), jax.tree.map(lambda a, b: a + b.sum(0), g_head, gh),
                     loss + l.sum()), None
 
         zeros_head = jax.tree.map(jnp.zeros_like, params["head"])
         (s, infl, g_th, g_head, loss), _ = jax.lax.scan(
             body, (s, carry.influence, jnp.zeros_like(theta), zeros_head, jnp.zeros((), w.dtype)),
-            (batch.inputs, batch.targets, w, jax.random.split(key, T)))
+            (batch.inputs, batch.targets, w, keys))
         state = jax.vmap(unravel_s)(s)
         grads = {"cell": unravel_theta(g_th), "head": g_head}
         new = OnlineCarry(jax.lax.stop_gradient(state), jax.lax.stop_gradient(infl))
@@ -330,8 +371,8 @@ def rtrl(max_bytes: float = 2 ** 31) -> GradientEstimator:
     References: Williams & Zipser 1989, "A learning algorithm for continually
       running fully recurrent neural networks".
     """
-    if (isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, float, np.integer, np.floating))
-            or not max_bytes > 0):
+    numeric = (int, float, np.integer, np.floating)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, numeric) or not max_bytes > 0:
         raise ValueError(f"max_bytes must be a number > 0, got {max_bytes!r}")
 
     def check(model, B, N, P):
@@ -381,7 +422,7 @@ def uoro(eps: float = 1e-7) -> GradientEstimator:
         (nj,) = vjp(nu)
         rho0 = jnp.sqrt((jnp.linalg.norm(tt) + eps) / (jnp.linalg.norm(js) + eps))
         rho1 = jnp.sqrt((jnp.linalg.norm(nj) + eps) / (jnp.linalg.norm(nu) + eps))
-        return (js + rho1 * nu, tt + nj / rho1), g_hist
+        return (rho0 * js + rho1 * nu, tt / rho0 + nj / rho1), g_hist
 
     init = lambda B, N, P, dt: (jnp.zeros((B, N), dt), jnp.zeros((B, P), dt))
     return _online("uoro", init, update, stochastic=True)

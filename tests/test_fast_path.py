@@ -1,0 +1,245 @@
+"""The fast recurrence path of ``unroll`` (``unroll._fast_recurrence``) against plain references.
+
+``unroll`` runs the ``elman``/``lstm``/``gru`` cells through a ``jax.custom_jvp``
+with a hand-written tangent rule (weight term of all steps as one product, a
+lean tangent scan). These tests check that it computes exactly what plain
+autodiff computes:
+
+- against a plain Python loop over ``cell.step`` on each sequence alone (its
+  own length, flipped by hand for ``reverse``), differentiated with
+  ``jax.grad`` / ``jax.jvp`` -- values, reverse-mode and forward-mode
+  derivatives w.r.t. params, initial carry and inputs, in float64;
+- against the plain ``lax.scan`` path (the private switch ``_FAST_PATH``);
+- second derivatives (``check_grads`` order 2), vmapped params (``seeds``),
+  token-id inputs (one-hot derivative of the gather, both sides of the
+  vocabulary threshold), and that hooks/checkpointing fall back to the plain path.
+"""
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jrnn
+
+U = importlib.import_module("jrnn.unroll")  # the module (``jrnn.unroll`` is the function)
+C = importlib.import_module("jrnn.cells")
+
+T, B, D, H = 7, 3, 4, 5
+LENGTHS = np.array([7, 2, 5])
+CELLS = {
+    "elman-tanh": lambda: jrnn.elman(H, "tanh"),
+    "elman-relu": lambda: jrnn.elman(H, "relu"),
+    "lstm": lambda: jrnn.lstm(H),
+    "gru": lambda: jrnn.gru(H),
+}
+OPTS = [{}, {"reverse": True}, {"lengths": LENGTHS}, {"lengths": LENGTHS, "reverse": True}]
+OPT_IDS = ["plain", "reverse", "lengths", "lengths-reverse"]
+
+
+@pytest.fixture(autouse=True)
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture
+def plain_path():
+    old = U._FAST_PATH
+    U._FAST_PATH = False
+    yield
+    U._FAST_PATH = old
+
+
+def f64(tree):
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)
+
+
+def setup(name, seed=0, batch=(B,)):
+    cell = CELLS[name]()
+    rng = np.random.default_rng(seed)
+    params = jax.tree.map(lambda a: jnp.asarray(0.6 * rng.normal(size=a.shape)),
+                          jax.eval_shape(lambda k: cell.init(k, D), jax.random.key(0)))
+    carry = jax.tree.map(lambda a: jnp.asarray(0.5 * rng.normal(size=a.shape)),
+                         jax.eval_shape(lambda: cell.initial_carry(batch)))
+    xs = jnp.asarray(rng.normal(size=(T, *batch, D)))
+    return cell, f64(params), f64(carry), xs
+
+
+def reference(cell, params, xs, carry, lengths=None, reverse=False):
+    """Python loop over ``cell.step`` on each sequence alone; the documented semantics of unroll."""
+    n = xs.shape[1]
+    lengths = np.full(n, xs.shape[0]) if lengths is None else np.asarray(lengths)
+    hs, finals = [], []
+    for b in range(n):
+        c = jax.tree.map(lambda a: a[b], carry)
+        L = int(lengths[b])
+        order = range(L - 1, -1, -1) if reverse else range(L)
+        out = [None] * xs.shape[0]
+        for t in order:
+            c, h = cell.step(params, c, cell.project(params, xs[t, b]))
+            out[t] = h
+        zero = jnp.zeros_like(out[order[0]])
+        hs.append(jnp.stack([o if o is not None else zero for o in out]))
+        finals.append(c)
+    return jnp.stack(hs, 1), jax.tree.map(lambda *a: jnp.stack(a), *finals)
+
+
+def objective(run, w):
+    """A scalar that weighs every output and every carry leaf differently."""
+    def f(params, carry, xs):
+        hs, c = run(params, carry, xs)
+        return jnp.sum(jnp.sin(hs) * w) + sum(jnp.sum(jnp.cos(l) * (i + 1))
+                                              for i, l in enumerate(jax.tree.leaves(c)))
+    return f
+
+
+def close(a, b, tol=1e-10):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol),
+                 a, b)
+
+
+@pytest.mark.parametrize("opts", OPTS, ids=OPT_IDS)
+@pytest.mark.parametrize("name", CELLS)
+def test_values_and_gradients_match_python_loop(name, opts):
+    cell, params, carry, xs = setup(name)
+    assert C._split_of(cell) is not None  # the fast path is taken
+    w = jnp.asarray(np.random.default_rng(9).normal(size=(T, B, H)))
+    fast = objective(lambda p, c, x: jrnn.unroll(cell, p, x, c, **opts), w)
+    ref = objective(lambda p, c, x: reference(cell, p, x, c, **opts), w)
+    hs, c = jrnn.unroll(cell, params, xs, carry, **opts)
+    hs_r, c_r = reference(cell, params, xs, carry, **opts)
+    close((hs, c), (hs_r, c_r))
+    close(fast(params, carry, xs), ref(params, carry, xs))
+    close(jax.grad(fast, argnums=(0, 1, 2))(params, carry, xs),
+          jax.grad(ref, argnums=(0, 1, 2))(params, carry, xs))
+    tangents = setup(name, seed=1)[1:]
+    close(jax.jvp(fast, (params, carry, xs), tangents), jax.jvp(ref, (params, carry, xs), tangents))
+
+
+@pytest.mark.parametrize("opts", OPTS, ids=OPT_IDS)
+@pytest.mark.parametrize("name", CELLS)
+def test_fast_path_equals_plain_scan(name, opts):
+    cell, params, carry, xs = setup(name, seed=3)
+    w = jnp.asarray(np.random.default_rng(4).normal(size=(T, B, H)))
+    f = objective(lambda p, c, x: jrnn.unroll(cell, p, x, c, **opts), w)
+    g = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))
+    fast = g(params, carry, xs)
+    U._FAST_PATH = False
+    try:
+        plain = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(params, carry, xs)
+    finally:
+        U._FAST_PATH = True
+    close(fast, plain)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_second_order_check_grads(name):
+    cell, params, carry, xs = setup(name, seed=5)
+    if name == "elman-relu":  # keep away from relu's kink (finite differences) and from blow-up
+        params = dict(jax.tree.map(lambda a: 0.3 * a, params), b_h=params["b_h"] + 3.0)
+    f = lambda p, c, x: jnp.sum(jnp.tanh(jrnn.unroll(cell, p, x, c, lengths=LENGTHS)[0]))
+    check_grads(f, (params, carry, xs), order=2, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_unbatched_and_two_batch_dims(name):
+    cell, params, carry, xs = setup(name, seed=6, batch=(2, 3))
+    hs, c = jrnn.unroll(cell, params, xs, carry)
+    flat = jrnn.unroll(cell, params, xs.reshape(T, 6, D), jax.tree.map(lambda a: a.reshape(6, H), carry))
+    close((hs.reshape(T, 6, H), jax.tree.map(lambda a: a.reshape(6, H), c)), flat)
+    one = jax.tree.map(lambda a: a[0, 0], carry)
+    hs1, c1 = jrnn.unroll(cell, params, xs[:, 0, 0], one)
+    close((hs1, c1), (hs[:, 0, 0], jax.tree.map(lambda a: a[0, 0], c)))
+    g = jax.grad(lambda p: jnp.sum(jnp.sin(jrnn.unroll(cell, p, xs[:, 0, 0], one)[0])))(params)
+    g_ref = jax.grad(lambda p: jnp.sum(jnp.sin(reference(cell, p, xs[:, 0, 0][:, None],
+                                                         jax.tree.map(lambda a: a[None], one))[0])))(params)
+    close(g, g_ref)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_vmapped_params_equal_per_model_gradients(name):
+    cell, _, carry, xs = setup(name, seed=7)
+    ps = [setup(name, seed=s)[1] for s in (10, 11, 12)]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *ps)
+    loss = lambda p: jnp.sum(jnp.sin(jrnn.unroll(cell, p, xs, carry, lengths=LENGTHS)[0]))
+    got = jax.vmap(jax.grad(loss))(stacked)
+    for i, p in enumerate(ps):
+        close(jax.tree.map(lambda a: a[i], got), jax.grad(loss)(p))
+
+
+@pytest.mark.parametrize("vocab", [7, C._ONE_HOT_GRAD_MAX_VOCAB + 3])  # one-hot derivative / plain gather
+@pytest.mark.parametrize("name", CELLS)
+def test_token_ids_gradients_equal_one_hot_inputs(name, vocab):
+    cell = CELLS[name]()
+    rng = np.random.default_rng(8)
+    params = f64(cell.init(jax.random.key(1), vocab))
+    ids = jnp.asarray(rng.integers(0, vocab, (T, B)), jnp.int32)
+    carry = f64(cell.initial_carry((B,)))
+
+    def loss(p, x):
+        return jnp.sum(jnp.sin(jrnn.unroll(cell, p, x, carry, lengths=LENGTHS)[0]))
+
+    close(jax.grad(loss)(params, ids), jax.grad(loss)(params, jax.nn.one_hot(ids, vocab, dtype=jnp.float64)))
+    close(jax.vmap(jax.grad(loss), in_axes=(0, None))(jax.tree.map(lambda a: jnp.stack([a, 2 * a]), params), ids),
+          jax.tree.map(lambda a, b: jnp.stack([a, b]), jax.grad(loss)(params, ids),
+                       jax.grad(loss)(jax.tree.map(lambda a: 2 * a, params), ids)))
+    tangent = jax.tree.map(jnp.ones_like, params)
+    close(jax.jvp(lambda p: loss(p, ids), (params,), (tangent,)),
+          jax.jvp(lambda p: loss(p, jax.nn.one_hot(ids, vocab, dtype=jnp.float64)), (params,), (tangent,)))
+
+
+def _uses_fast_path(fn, *args):
+    return "custom_jvp_call" in str(jax.make_jaxpr(fn)(*args))
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_hooks_and_checkpointing_fall_back_to_plain_scan(name):
+    cell, params, carry, xs = setup(name, seed=13)
+    run = lambda **kw: (lambda p: jrnn.unroll(cell, p, xs, carry, **kw)[0])
+    assert _uses_fast_path(run(), params)
+    assert _uses_fast_path(run(lengths=LENGTHS, reverse=True), params)
+    hook = lambda t, c: jax.tree.map(lambda a: jnp.where(t % 3 == 0, jax.lax.stop_gradient(a), a), c)
+    assert not _uses_fast_path(run(before_step=hook), params)
+    assert not _uses_fast_path(run(checkpoint_every=3), params)
+    # and they still compute the same values as the fast path
+    close(run(before_step=hook)(params), run()(params))
+    close(jax.grad(lambda p: jnp.sum(jnp.sin(run(checkpoint_every=3)(p))))(params),
+          jax.grad(lambda p: jnp.sum(jnp.sin(run()(p))))(params))
+
+
+def test_stacked_and_custom_cells_use_the_plain_path():
+    deep = jrnn.stack([jrnn.lstm(H), jrnn.gru(H)])
+    assert C._split_of(deep) is None
+    g = jrnn.gru(H)
+    custom = g._replace(step=lambda p, c, x: g.step(p, c, x))  # same math, another step function
+    assert C._split_of(custom) is None
+    params = g.init(jax.random.key(0), D)
+    xs = jnp.asarray(np.random.default_rng(0).normal(size=(T, B, D)), jnp.float32)
+    close(jrnn.unroll(custom, params, xs), jrnn.unroll(g, params, xs), tol=1e-6)
+
+
+def test_train_step_same_updates_on_both_paths():
+    model = jrnn.language_model(jrnn.lstm(8), 11)
+    opt, est = jrnn.make_optimizer("sgd", 1.0, 1.0), jrnn.grads.full()
+    rng = np.random.default_rng(0)
+    batches = [jrnn.Batch(jnp.asarray(rng.integers(0, 11, (6, 4)), jnp.int32),
+                          jnp.asarray(rng.integers(0, 11, (6, 4)), jnp.int32)) for _ in range(3)]
+
+    def train():
+        state = jrnn.init_state(model, opt, est, jax.random.key(0), 4)
+        step = jrnn.train_step(model, opt, est)
+        for b in batches:
+            state, m = step(state, b, jax.random.key(1))
+        return state.params, m["loss"]
+
+    fast = train()
+    U._FAST_PATH = False
+    try:
+        plain = train()
+    finally:
+        U._FAST_PATH = True
+    close(fast, plain, tol=1e-9)
