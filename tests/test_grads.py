@@ -534,13 +534,15 @@ def test_online_estimators_reject_a_plain_carry():
             est.value_and_grad(model, params, model.cell.initial_carry((2,)), batch, None)
 
 
-def test_online_estimators_check_ids_and_batch_size_eagerly():
+def test_token_ids_and_batch_size_are_checked_eagerly():
+    """JAX clamps out-of-range gathers silently; the estimators gather inside a scan."""
     model, params, batch = _problem(jrnn.elman(3), T=2)  # vocab 4, B = 2
-    for est in (G.rtrl(), G.uoro(), G.snap1()):
+    bad = batch._replace(inputs=batch.inputs * 0 + 4)
+    for est in (G.full(), G.checkpointed(1), G.rtrl(), G.uoro(), G.snap1()):
         carry = est.init_carry(model, params, (2,))
         with pytest.raises(ValueError, match="token id 4 outside the vocabulary"):
-            est.value_and_grad(model, params, carry, batch._replace(inputs=batch.inputs * 0 + 4),
-                               jax.random.key(0))
+            est.value_and_grad(model, params, carry, bad, jax.random.key(0))
+    for est in (G.rtrl(), G.uoro(), G.snap1()):
         with pytest.raises(ValueError, match="batch size"):
             est.value_and_grad(model, params, est.init_carry(model, params, (3,)), batch,
                                jax.random.key(0))

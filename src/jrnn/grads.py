@@ -221,6 +221,8 @@ def checkpointed(S: int | None = None, unroll: int = 1) -> GradientEstimator:
         if T < 1:
             raise ValueError(f"batch.inputs must have at least one time step, got shape "
                              f"{tuple(jnp.shape(batch.inputs))}")
+        if model.tokens:  # the gathers run inside the segments, traced: check the ids here
+            check_token_ids(batch.inputs, model.input_size, "batch.inputs")
         L = min(S or max(1, int(round(T ** 0.5))), T)
         n = T // L
         w = loss_weights(batch)
