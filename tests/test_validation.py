@@ -56,9 +56,6 @@ def test_carry_of_wrong_hidden_size_dtype_or_structure():
     _checks._check_carry(cell, cell.initial_carry((2,)), (2,))  # the right one passes
 
 
-@pytest.mark.xfail(reason="needs jrnn._checks._check_carry/_check_params called in jrnn.unroll "
-                          "(unroll.py is owned by the performance work); remove this marker then",
-                   strict=False)
 def test_unroll_rejects_a_wrong_carry_and_foreign_params_eagerly():
     cell = jrnn.gru(H)
     p = cell.init(jax.random.key(0), 3)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import check_model_params
 from .cells import check_token_ids
 from .models import Model
 
@@ -37,6 +38,7 @@ def predict(model: Model, params, prefix_ids, num_preds: int, *, key=None,
         raise ValueError(f"prefix_ids must be a non-empty 1-D int array, got shape "
                          f"{prefix.shape} dtype {prefix.dtype}")
     check_token_ids(prefix, model.input_size, "prefix_ids")
+    check_model_params(model, params)
     if not isinstance(num_preds, (int, np.integer)) or num_preds < 0:
         raise ValueError(f"num_preds must be an integer >= 0, got {num_preds!r}")
     if temperature < 0:

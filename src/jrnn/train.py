@@ -127,7 +127,7 @@ def train_step(model: Model, optimizer, estimator: GradientEstimator | None = No
         if not carry_over:
             carry = estimator.init_carry(model, state.params, jnp.shape(batch.inputs)[1:2])
         loss, grads, carry, _ = estimator.value_and_grad(model, state.params, carry, batch, key)
-        gnorm = optax.global_norm(grads)
+        gnorm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new = TrainState(optax.apply_updates(state.params, updates), opt_state, carry,

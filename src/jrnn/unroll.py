@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _checks
 from .cells import Cell, _split_of
 
 __all__ = ["unroll", "bidirectional"]
@@ -167,12 +168,15 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
     """
     if not time_major:
         xs = jnp.swapaxes(jnp.asarray(xs), 0, 1)
+    _checks._check_params(cell, params)
     xp = cell.project(params, xs)  # [T, B..., G*H], one big product for all steps
     T, batch_shape = xp.shape[0], tuple(xp.shape[1:-1])
     if T < 1:
         raise ValueError(f"xs must have at least one time step, got shape {tuple(jnp.shape(xs))}")
     if carry is None:
         carry = cell.initial_carry(batch_shape)
+    else:
+        _checks._check_carry(cell, carry, batch_shape)
     if lengths is not None:
         lengths = _check_lengths(lengths, T, batch_shape)
     if reverse:
