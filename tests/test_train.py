@@ -7,11 +7,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import jrnn
 from jrnn import data
+
+def _norm(tree):
+    return np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree)))
+
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -71,7 +74,7 @@ def test_train_step_is_one_sgd_step_on_the_full_gradient():
     expect = jax.tree.map(lambda p, g: p - 0.5 * g, p0, g)
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(expect)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(m["grad_norm"], optax.global_norm(g), rtol=1e-5)
+    np.testing.assert_allclose(m["grad_norm"], _norm(g), rtol=1e-5)
     assert int(state.step) == 1
 
 
@@ -83,7 +86,7 @@ def test_clipping_is_global_norm():
     state, m = jrnn.train_step(model, opt)(state, batch, jax.random.key(0))
     delta = jax.tree.map(lambda a, b: np.asarray(a) - b, state.params, p0)
     assert float(m["grad_norm"]) > 1e-3
-    np.testing.assert_allclose(optax.global_norm(delta), 1e-3, rtol=1e-4)
+    np.testing.assert_allclose(_norm(delta), 1e-3, rtol=1e-4)
 
 
 def test_sequential_carry_is_detached_final_carry_and_random_resets():
