@@ -9,7 +9,9 @@ same optimizer (SGD, lr 1, global-norm clipping 1.0) and the same shapes by:
   ``jrnn.language_model(cell, V)`` -- the path the CLI and experiments use;
 - **torch**: ``torch.nn.RNN/LSTM/GRU`` + ``nn.Linear`` on CPU, one-hot inputs
   (d2l's concise RNN), ``clip_grad_norm_(1.0)``, ``torch.optim.SGD``, hidden
-  state carried (detached) across batches, ``torch.set_num_threads(cores)``;
+  state carried (detached) across batches, ``torch.set_num_threads(cores)``
+  ("torch") and, by default, also 1 thread ("torch-1t": OpenMP threads stall
+  when another process holds a core); ``vs_torch`` is against the faster;
 - **flax**: ``flax.linen.RNN`` over ``SimpleCell`` / ``OptimizedLSTMCell`` /
   ``GRUCell`` + ``nn.Dense``, one-hot inputs, ``optax.chain(clip_by_global_norm(1),
   sgd(1))``, one ``jax.jit`` step with donated buffers.
