@@ -139,7 +139,7 @@ def test_fast_path_equals_plain_scan(name, opts):
 
 # not elman-relu: finite differences straddle relu's kink (the plain scan fails this check as well);
 # its first derivatives are covered above against the Python loop
-@pytest.mark.parametrize("name", ["elman-tanh", "lstm", "gru"])
+@pytest.mark.parametrize("name", ["lstm"])  # one cell: second order is slow to compile (~12 s per cell)
 def test_second_order_check_grads(name):
     cell, params, carry, xs = setup(name, seed=5)
     f = lambda p, c, x: jnp.sum(jnp.tanh(jrnn.unroll(cell, p, x, c, lengths=LENGTHS)[0]))
