@@ -428,7 +428,8 @@ def stack(cells) -> Cell:
     its input inside the step. The output is the top layer's ``h_t``.
 
     Args:
-      cells: a sequence of cells, bottom first.
+      cells: a sequence of cells, bottom first. A single cell is returned
+        unchanged (its params stay a dict, not a 1-tuple).
     """
     cells = tuple(cells)
     if not cells or not all(isinstance(c, Cell) for c in cells):

@@ -107,9 +107,10 @@ def train_step(model: Model, optimizer, estimator: GradientEstimator | None = No
       model: the model.
       optimizer: an ``optax.GradientTransformation`` (clipping inside it).
       estimator: a gradient estimator; full BPTT if ``None``.
-      carry_over: keep the carry across calls (sequential partitioning; no
-        gradient flows across batches, d2l's "detach"); ``False`` starts every
-        batch from a fresh carry (random sampling).
+      carry_over: keep the carry across calls (sequential partitioning; for
+        the BPTT family no gradient flows across batches, d2l's "detach", while
+        RTRL/UORO/SnAp-1 carry their influence on, so theirs does); ``False``
+        starts every batch from a fresh carry (random sampling).
       seeds: if set, ``S``: the state has a leading axis of ``S`` independent
         models (from :func:`init_states`) trained together with ``jax.vmap``;
         they share the batch and get ``S`` keys.

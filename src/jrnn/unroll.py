@@ -8,8 +8,11 @@ Checkpointing (``checkpoint_every=S``) wraps each segment of ``S`` steps in
 ``jax.checkpoint``: the backward pass stores only the carries at segment
 boundaries and recomputes each segment once (Griewank & Walther 2000,
 "Algorithm 799: revolve"; Chen et al. 2016, "Training deep nets with sublinear
-memory cost"). ``S ~ sqrt(T)`` gives ``O(sqrt(T))`` memory for about one extra
-forward pass. Checkpointed loops are reverse-mode only.
+memory cost"). ``S ~ sqrt(T)`` keeps ``O(sqrt(T))`` carries instead of every
+step's residuals, for about one extra forward pass; the projected inputs and
+the outputs ``[T, B, ...]`` are still stored (``jrnn.grads.checkpointed`` also
+rematerialises them, with the head and loss, per segment). Checkpointed loops
+are reverse-mode only.
 """
 
 from __future__ import annotations
@@ -184,7 +187,7 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
 
     S = checkpoint_every
     if S is not None:
-        if not isinstance(S, (int, np.integer)) or S < 1:
+        if isinstance(S, bool) or not isinstance(S, (int, np.integer)) or S < 1:
             raise ValueError(f"checkpoint_every must be an integer >= 1, got {S!r}")
         S = min(int(S), T)
         n = -(-T // S)
