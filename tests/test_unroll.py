@@ -192,13 +192,13 @@ GRAD_OPTS = {
     ("gru", "lengths-reverse"), ("lstm", "plain"), ("elman", "lengths-checkpoint")])
 def test_unroll_check_grads(name, opts):
     opts = GRAD_OPTS[opts]
-    cell, _ = make(name)
     # checkpointed loops are documented reverse-mode only
     modes = ["rev"] if "checkpoint_every" in opts else ["fwd", "rev"]
     with jax.enable_x64(True):
+        cell = CELLS[name](H, dtype=jnp.float64)  # unroll checks params/carry against the cell's dtype
         to64 = functools.partial(jax.tree.map, lambda a: jnp.asarray(a, jnp.float64))
-        p = to64(random_params(cell, 4))
-        c0 = to64(random_carry(cell, 5, (2,)))
+        p = random_params(cell, 4)
+        c0 = random_carry(cell, 5, (2,))
         xs = to64(normal(6, (3, 2, D)))
         f = jax.jit(lambda p, c, x: jrnn.unroll(cell, p, x, c, **opts))
         check_grads(f, (p, c0, xs), order=1, modes=modes, eps=1e-3, atol=1e-4, rtol=1e-4)
