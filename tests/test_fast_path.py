@@ -98,7 +98,7 @@ def objective(run, w):
     return f
 
 
-def close(a, b, tol=1e-10):
+def assert_close(a, b, tol=1e-10):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol),
                  a, b)
 
@@ -113,12 +113,12 @@ def test_values_and_gradients_match_python_loop(name, opts):
     ref = objective(lambda p, c, x: reference(cell, p, x, c, **opts), w)
     hs, c = jrnn.unroll(cell, params, xs, carry, **opts)
     hs_r, c_r = reference(cell, params, xs, carry, **opts)
-    close((hs, c), (hs_r, c_r))
-    close(fast(params, carry, xs), ref(params, carry, xs))
-    close(jax.grad(fast, argnums=(0, 1, 2))(params, carry, xs),
+    assert_close((hs, c), (hs_r, c_r))
+    assert_close(fast(params, carry, xs), ref(params, carry, xs))
+    assert_close(jax.grad(fast, argnums=(0, 1, 2))(params, carry, xs),
           jax.grad(ref, argnums=(0, 1, 2))(params, carry, xs))
     tangents = setup(name, seed=1)[1:]
-    close(jax.jvp(fast, (params, carry, xs), tangents), jax.jvp(ref, (params, carry, xs), tangents))
+    assert_close(jax.jvp(fast, (params, carry, xs), tangents), jax.jvp(ref, (params, carry, xs), tangents))
 
 
 @pytest.mark.parametrize("opts", OPTS, ids=OPT_IDS)
@@ -134,7 +134,7 @@ def test_fast_path_equals_plain_scan(name, opts):
         plain = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(params, carry, xs)
     finally:
         U._FAST_PATH = True
-    close(fast, plain)
+    assert_close(fast, plain)
 
 
 # not elman-relu: finite differences straddle relu's kink (the plain scan fails this check as well);
@@ -151,14 +151,14 @@ def test_unbatched_and_two_batch_dims(name):
     cell, params, carry, xs = setup(name, seed=6, batch=(2, 3))
     hs, c = jrnn.unroll(cell, params, xs, carry)
     flat = jrnn.unroll(cell, params, xs.reshape(T, 6, D), jax.tree.map(lambda a: a.reshape(6, H), carry))
-    close((hs.reshape(T, 6, H), jax.tree.map(lambda a: a.reshape(6, H), c)), flat)
+    assert_close((hs.reshape(T, 6, H), jax.tree.map(lambda a: a.reshape(6, H), c)), flat)
     one = jax.tree.map(lambda a: a[0, 0], carry)
     hs1, c1 = jrnn.unroll(cell, params, xs[:, 0, 0], one)
-    close((hs1, c1), (hs[:, 0, 0], jax.tree.map(lambda a: a[0, 0], c)))
+    assert_close((hs1, c1), (hs[:, 0, 0], jax.tree.map(lambda a: a[0, 0], c)))
     g = jax.grad(lambda p: jnp.sum(jnp.sin(jrnn.unroll(cell, p, xs[:, 0, 0], one)[0])))(params)
     g_ref = jax.grad(lambda p: jnp.sum(jnp.sin(reference(cell, p, xs[:, 0, 0][:, None],
                                                          jax.tree.map(lambda a: a[None], one))[0])))(params)
-    close(g, g_ref)
+    assert_close(g, g_ref)
 
 
 @pytest.mark.parametrize("name", CELLS)
@@ -169,7 +169,7 @@ def test_vmapped_params_equal_per_model_gradients(name):
     loss = lambda p: jnp.sum(jnp.sin(jrnn.unroll(cell, p, xs, carry, lengths=LENGTHS)[0]))
     got = jax.vmap(jax.grad(loss))(stacked)
     for i, p in enumerate(ps):
-        close(jax.tree.map(lambda a: a[i], got), jax.grad(loss)(p))
+        assert_close(jax.tree.map(lambda a: a[i], got), jax.grad(loss)(p))
 
 
 @pytest.mark.parametrize("vocab", [7, 200])
@@ -184,12 +184,12 @@ def test_token_ids_gradients_equal_one_hot_inputs(name, vocab):
     def loss(p, x):
         return jnp.sum(jnp.sin(jrnn.unroll(cell, p, x, carry, lengths=LENGTHS)[0]))
 
-    close(jax.grad(loss)(params, ids), jax.grad(loss)(params, jax.nn.one_hot(ids, vocab, dtype=jnp.float64)))
-    close(jax.vmap(jax.grad(loss), in_axes=(0, None))(jax.tree.map(lambda a: jnp.stack([a, 2 * a]), params), ids),
+    assert_close(jax.grad(loss)(params, ids), jax.grad(loss)(params, jax.nn.one_hot(ids, vocab, dtype=jnp.float64)))
+    assert_close(jax.vmap(jax.grad(loss), in_axes=(0, None))(jax.tree.map(lambda a: jnp.stack([a, 2 * a]), params), ids),
           jax.tree.map(lambda a, b: jnp.stack([a, b]), jax.grad(loss)(params, ids),
                        jax.grad(loss)(jax.tree.map(lambda a: 2 * a, params), ids)))
     tangent = jax.tree.map(jnp.ones_like, params)
-    close(jax.jvp(lambda p: loss(p, ids), (params,), (tangent,)),
+    assert_close(jax.jvp(lambda p: loss(p, ids), (params,), (tangent,)),
           jax.jvp(lambda p: loss(p, jax.nn.one_hot(ids, vocab, dtype=jnp.float64)), (params,), (tangent,)))
 
 
@@ -207,8 +207,8 @@ def test_hooks_and_checkpointing_fall_back_to_plain_scan(name):
     assert not _uses_fast_path(run(before_step=hook), params)
     assert not _uses_fast_path(run(checkpoint_every=3), params)
     # and they still compute the same values as the fast path
-    close(run(before_step=hook)(params), run()(params))
-    close(jax.grad(lambda p: jnp.sum(jnp.sin(run(checkpoint_every=3)(p))))(params),
+    assert_close(run(before_step=hook)(params), run()(params))
+    assert_close(jax.grad(lambda p: jnp.sum(jnp.sin(run(checkpoint_every=3)(p))))(params),
           jax.grad(lambda p: jnp.sum(jnp.sin(run()(p))))(params))
 
 
@@ -220,7 +220,7 @@ def test_stacked_and_custom_cells_use_the_plain_path():
     assert C._split_of(custom) is None
     params = g.init(jax.random.key(0), D)
     xs = jnp.asarray(np.random.default_rng(0).normal(size=(T, B, D)))
-    close(jrnn.unroll(custom, params, xs), jrnn.unroll(g, params, xs))
+    assert_close(jrnn.unroll(custom, params, xs), jrnn.unroll(g, params, xs))
 
 
 def test_train_step_same_updates_on_both_paths():
@@ -243,4 +243,4 @@ def test_train_step_same_updates_on_both_paths():
         plain = train()
     finally:
         U._FAST_PATH = True
-    close(fast, plain, tol=2e-5)  # float32 model
+    assert_close(fast, plain, tol=2e-5)  # float32 model

@@ -119,7 +119,7 @@ def _nflat(tree):
     return np.concatenate([np.ravel(np.asarray(a)) for a in jax.tree.leaves(tree)])
 
 
-def _close(a, b, rtol=1e-4, atol=1e-6, what=""):
+def _assert_close(a, b, rtol=1e-4, atol=1e-6, what=""):
     """Leaf-wise allclose on two pytrees of the same structure."""
     assert jax.tree.structure(a) == jax.tree.structure(b), what
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -185,8 +185,8 @@ def test_full_matches_reference(lstm_case):
     l, g, c = lstm_case["ref:None"]
     lf, gf, cf = lstm_case["full"]
     np.testing.assert_allclose(lf, l, rtol=1e-6)
-    _close(gf, g, rtol=1e-5, atol=1e-7)
-    _close(cf, c, rtol=1e-6, atol=1e-7)
+    _assert_close(gf, g, rtol=1e-5, atol=1e-7)
+    _assert_close(cf, c, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("K", [TRUNC_T, 10])
@@ -194,8 +194,8 @@ def test_truncated_K_ge_T_is_full(lstm_case, K):
     lf, gf, cf = lstm_case["full"]
     l, g, c = lstm_case[f"truncated:{K}"]
     np.testing.assert_allclose(l, lf, rtol=1e-6)
-    _close(g, gf, rtol=1e-5, atol=1e-7, what=f"truncated:{K}")
-    _close(c, cf, rtol=1e-6, atol=1e-7)
+    _assert_close(g, gf, rtol=1e-5, atol=1e-7, what=f"truncated:{K}")
+    _assert_close(c, cf, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("K", [3])
@@ -203,8 +203,8 @@ def test_truncated_matches_chunked_reference(lstm_case, K):
     l, g, c = lstm_case[f"truncated:{K}"]
     lr, gr, cr = lstm_case[f"ref:{K}"]
     np.testing.assert_allclose(l, lr, rtol=1e-6)
-    _close(g, gr, rtol=1e-5, atol=1e-7, what=f"truncated:{K}")
-    _close(c, cr, rtol=1e-6, atol=1e-7)
+    _assert_close(g, gr, rtol=1e-5, atol=1e-7, what=f"truncated:{K}")
+    _assert_close(c, cr, rtol=1e-6, atol=1e-7)
     # forward unchanged, gradient really truncated
     np.testing.assert_allclose(l, lstm_case["full"][0], rtol=1e-6)
     assert _differs(g["cell"], lstm_case["full"][1]["cell"])
@@ -215,21 +215,21 @@ def test_checkpointed_is_full(lstm_case, S):
     lf, gf, cf = lstm_case["full"]
     l, g, c = lstm_case[f"checkpointed:{S or 'sqrt'}"]
     np.testing.assert_allclose(l, lf, rtol=1e-6)
-    _close(g, gf, rtol=1e-5, atol=1e-7, what=f"checkpointed:{S}")
-    _close(c, cf, rtol=1e-6, atol=1e-7)
+    _assert_close(g, gf, rtol=1e-5, atol=1e-7, what=f"checkpointed:{S}")
+    _assert_close(c, cf, rtol=1e-6, atol=1e-7)
 
 
 def test_randomized_p1_is_full_and_forward_is_untouched(lstm_case):
     lf, gf, cf = lstm_case["full"]
     l, g, c = lstm_case["randomized:1"]
-    _close(g, gf, rtol=1e-5, atol=1e-7, what="randomized:1")
+    _assert_close(g, gf, rtol=1e-5, atol=1e-7, what="randomized:1")
     for p in ("1", "0.5"):
         l, g, c = lstm_case[f"randomized:{p}"]
         # the hook's forward value is sg(x) + xi * (x - sg(x)) = x, bitwise; the
         # carry is compared with a float tolerance only because full() may take
         # unroll's fast path, whose fusion (rounding) can differ
         assert l == lf, (l, lf)
-        _close(c, cf, rtol=1e-6, atol=1e-7)
+        _assert_close(c, cf, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", ["truncated:3", "checkpointed:2", "randomized:0.5"])
@@ -237,7 +237,7 @@ def test_head_gradient_is_exact(lstm_case, name):
     """(The online estimators' head gradients are checked in their own tests.)"""
     lf, gf, cf = lstm_case["full"]
     l, g, c = lstm_case[name]
-    _close(g["head"], gf["head"], rtol=1e-5, atol=1e-7, what=name)
+    _assert_close(g["head"], gf["head"], rtol=1e-5, atol=1e-7, what=name)
 
 
 def test_checkpointed_uses_less_memory():
@@ -340,11 +340,11 @@ def test_rtrl_equals_bptt(cell, tokens):
     (l1, g1), (l2, g2, s2), cutref, ref2 = run(params)
     at = lambda tree, i: jax.tree.map(lambda a: a[i], tree)
     np.testing.assert_allclose(l1, cutref[0][0], rtol=1e-5)
-    _close(g1, at(cutref[1], 0), what="batch 1")
+    _assert_close(g1, at(cutref[1], 0), what="batch 1")
     np.testing.assert_allclose(l2, ref2[0], rtol=1e-5)
-    _close(at(g2, 0), ref2[1], what="batch 2 (influence carried over)")
-    _close(at(s2, 0), ref2[2], rtol=1e-5, what="final state")
-    _close(at(g2, 1), at(cutref[1], 1), what="batch 2 with the influence cut")
+    _assert_close(at(g2, 0), ref2[1], what="batch 2 (influence carried over)")
+    _assert_close(at(s2, 0), ref2[2], rtol=1e-5, what="final state")
+    _assert_close(at(g2, 1), at(cutref[1], 1), what="batch 2 with the influence cut")
     assert _differs(at(g2, 0)["cell"], at(g2, 1)["cell"])  # the carried influence matters
 
 
@@ -424,13 +424,13 @@ def test_snap1(cell):
         return out
 
     s, r = run(params, first2)  # T <= 2: SnAp-1 is exact
-    _close(s, r, rtol=1e-5, atol=1e-7, what="T=2")
+    _assert_close(s, r, rtol=1e-5, atol=1e-7, what="T=2")
     s, r = run(_diagonal_recurrence(params, H), ones)  # diagonal recurrence: exact for any T
-    _close(s, r, rtol=1e-5, atol=1e-7, what="diagonal W_hh")
+    _assert_close(s, r, rtol=1e-5, atol=1e-7, what="diagonal W_hh")
     # general: an approximation, but a sane one (RTRL == full BPTT, test_rtrl_equals_bptt)
     s, r = run(params, ones)
     assert _differs(s["cell"], r["cell"])
-    _close(s["head"], r["head"], rtol=1e-5, atol=1e-7)
+    _assert_close(s["head"], r["head"], rtol=1e-5, atol=1e-7)
     assert _cos(s["cell"], r["cell"]) > 0.5
 
 
