@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,13 +52,8 @@ def predict(model: Model, params, prefix_ids, num_preds: int, *, key=None,
     return np.concatenate([prefix, np.asarray(out)])
 
 
-_CACHE = {}
-
-
+@functools.lru_cache(maxsize=32)  # one compiled generator per (model, length, temperature)
 def _generate(model, n, temperature):
-    k = (model, n, temperature)
-    if k in _CACHE:
-        return _CACHE[k]
     cell = model.cell
 
     def run(params, prefix, key):
@@ -76,5 +73,4 @@ def _generate(model, n, temperature):
         _, toks = jax.lax.scan(body, (carry, prefix[-1]), jax.random.split(key, n))
         return toks
 
-    _CACHE[k] = jax.jit(run)
-    return _CACHE[k]
+    return jax.jit(run)

@@ -12,6 +12,7 @@ NaN/Inf; it returns ``finite=False`` and the state unchanged, and
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -185,13 +186,9 @@ def evaluate(model: Model, params, batches: Iterable, *, carry_over: bool = True
     return total / n
 
 
-_EVAL = {}
-
-
+@functools.lru_cache(maxsize=32)  # one compiled forward per model, bounded
 def _eval_fn(model):
-    if model not in _EVAL:
-        _EVAL[model] = jax.jit(lambda p, c, b: sequence_loss(model, p, c, b))
-    return _EVAL[model]
+    return jax.jit(lambda p, c, b: sequence_loss(model, p, c, b))
 
 
 class FitResult(NamedTuple):
@@ -528,6 +525,7 @@ def fit(model: Model, optimizer, train_batches: Callable[[int], Iterable], *,
             rec = log_window(epoch)
             if val_batches is not None:
                 vppl = perplexity(evaluate(model, state.params, val_batches(), carry_over=carry_over))
+                t_last = time.perf_counter()  # tokens/s counts training time only
                 log({"step": step, "epoch": epoch, "val_ppl": vppl})
                 rec = dict(rec or {}, val_ppl=vppl)
             if not steps_per_epoch:
