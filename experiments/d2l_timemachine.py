@@ -84,6 +84,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "d2l_timemachine"))
     args = ap.parse_args(argv)
+    jrnn.reuse_host_memory()  # before any JAX computation
 
     corpus, vocab = data.load_corpus(data.time_machine(), max_tokens=10_000)
     train, val = data.split(corpus, 0.1)

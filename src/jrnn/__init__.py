@@ -8,6 +8,7 @@ step serves the CLI, the experiments and the benchmarks.
 from jrnn import data, grads
 from jrnn.cells import Cell, LSTMState, check_token_ids, elman, from_torch, gru, lstm, stack
 from jrnn.generate import predict
+from jrnn.host_memory import reuse_host_memory
 from jrnn.grads import GradientEstimator, OnlineCarry
 from jrnn.metrics import accuracy, bits_per_char, perplexity
 from jrnn.models import Batch, Model, classifier, language_model, regressor, sequence_loss
@@ -22,5 +23,5 @@ __all__ = [
     "OnlineCarry", "TrainState", "accuracy", "bidirectional", "bits_per_char",
     "check_token_ids", "classifier", "data", "elman", "evaluate", "fit", "from_torch", "grads",
     "gru", "init_state", "init_states", "language_model", "lstm", "make_optimizer",
-    "perplexity", "predict", "regressor", "sequence_loss", "stack", "train_step", "unroll",
+    "perplexity", "predict", "regressor", "reuse_host_memory", "sequence_loss", "stack", "train_step", "unroll",
 ]

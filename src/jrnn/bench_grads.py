@@ -982,6 +982,9 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> int:
     """Entry point of ``jrnn bench-grads``; returns the exit status."""
+    from jrnn.host_memory import reuse_host_memory
+
+    reuse_host_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -582,6 +582,7 @@ def report(results, compile_times, seeds, info, load, out=print):
     out("")
     out(f"machine: {info['cpu']}, {info['cores']} cores; jax {info['jax']}, flax {info['flax']}, "
         f"optax {info['optax']}, torch {info['torch']}; {info['date']}")
+    out(f"host memory: {'jrnn.reuse_host_memory() in force (glibc keeps large freed blocks; all implementations)' if info.get('reuse_host_memory') else 'glibc malloc defaults'}")
     out(f"load average before/after: {load[0]:.2f} / {load[1]:.2f} (above {info['cores']}: the cores "
         f"were shared with other processes)")
     out("")
@@ -663,6 +664,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-threads", default="cores,1",
                    help="torch intra-op thread settings to measure, e.g. 'cores,1'; vs_torch uses the fastest")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the token stream")
+    p.add_argument("--no-reuse-host-memory", action="store_true",
+                   help="leave glibc malloc as it is (by default the process calls jrnn.reuse_host_memory(), "
+                        "which applies to every implementation in it)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 2 short rounds, 1 compile rep, tiny defaults unless --configs is given")
     p.add_argument("--json", default=None, help="also write all results to this JSON file")
@@ -672,6 +676,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    reused = False
+    if not args.no_reuse_host_memory:
+        from jrnn.host_memory import reuse_host_memory
+        reused = reuse_host_memory()  # process-wide: torch and flax get it too
     given = set(a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv))
     if args.quick:
         args.rounds = min(args.rounds, 2)
@@ -714,6 +722,7 @@ def main(argv=None) -> int:
             impls.remove("torch")
 
     info = machine_info()
+    info["reuse_host_memory"] = reused
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results, compile_times, seeds = [], {}, {}
     for cfg in configs:

@@ -274,13 +274,16 @@ def main(argv=None) -> int:
     sub.add_parser("bench-grads", help="compare gradient estimators: accuracy, cost, learning",
                    add_help=False).set_defaults(func=None, module="jrnn.bench_grads")
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("bench-speed", "bench-grads"):
+    if argv and argv[0] in ("bench-speed", "bench-grads"):  # they call reuse_host_memory themselves
         import importlib
         return importlib.import_module(f"jrnn.{argv[0].replace('-', '_')}").main(argv[1:]) or 0
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    from jrnn.host_memory import reuse_host_memory
+
+    reuse_host_memory()  # before any JAX computation; see jrnn/host_memory.py
     try:
         return args.func(args)
     except KeyboardInterrupt as e:  # jrnn.checkpoint.Interrupted carries the signal (SIGTERM: 143)
