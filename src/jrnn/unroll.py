@@ -119,7 +119,11 @@ def _fast_recurrence_jvp(split, unroll, primals, tangents):
     carry_T, (cs, res) = _fast_scan(split, unroll, params, carry, xp, mask, True)
     prev = jax.tree.map(lambda c0, c: jnp.concatenate([c0[None], c[:-1]]), carry, cs)
     k = split.coefficients(params, prev, cs, res)  # [T, B..., ...], all steps at once
-    du = jnp.einsum("...h,hg->...g", split.read(prev), dparams[split.weight])  # one big product
+    # one big product over all steps, on [T*B, H] rows: its transpose (the weight
+    # gradient) then has ONE contracting dim, which XLA:CPU feeds to the GEMM as it
+    # is; with the two dims (T, B) it first copies [T, B, G*H] into [G*H, T*B]
+    r = split.read(prev)
+    du = (r.reshape(-1, r.shape[-1]) @ dparams[split.weight]).reshape(r.shape[:-1] + (-1,))
     if split.extra_dzh is not None:
         du = du + split.extra_dzh(dparams)
     if split.additive:  # one scanned input (and one stacked cotangent) instead of two
