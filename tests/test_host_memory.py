@@ -55,3 +55,19 @@ def test_reuse_host_memory_removes_per_call_page_faults():
     # (measured 0-2.5k per call on average)
     assert faults_reuse < 0.25 * faults_default, (faults_reuse, faults_default)
     assert late == "False" and warned == 1
+
+
+def test_readme_usage_snippet_runs():
+    """The README's "Using the pieces" block (which calls reuse_host_memory first) runs as written."""
+    import os
+    import re
+
+    readme = open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md")).read()
+    section = readme[readme.index("## Using the pieces"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "reuse_host_memory()" in code
+    if not os.environ.get("JRNN_DATA_DIR"):
+        pytest.skip("needs JRNN_DATA_DIR (the Time Machine corpus) to run offline")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("time"), out.stdout  # predict echoes the prefix, then 30 characters
