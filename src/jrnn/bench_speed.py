@@ -679,7 +679,7 @@ def main(argv=None) -> int:
     reused = False
     if not args.no_reuse_host_memory:
         from jrnn.host_memory import reuse_host_memory
-        reused = reuse_host_memory()  # process-wide: torch and flax get it too
+        reused = reuse_host_memory(warn=False)  # process-wide: torch and flax get it too
     given = set(a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv))
     if args.quick:
         args.rounds = min(args.rounds, 2)

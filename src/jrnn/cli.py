@@ -283,7 +283,7 @@ def main(argv=None) -> int:
         return 2
     from jrnn.host_memory import reuse_host_memory
 
-    reuse_host_memory()  # before any JAX computation; see jrnn/host_memory.py
+    reuse_host_memory(warn=False)  # before any JAX computation; see jrnn/host_memory.py
     try:
         return args.func(args)
     except KeyboardInterrupt as e:  # jrnn.checkpoint.Interrupted carries the signal (SIGTERM: 143)

@@ -42,7 +42,7 @@ def _jax_backend_started() -> bool:
     return bool(getattr(mod, "_backends", None)) if mod is not None else False
 
 
-def reuse_host_memory() -> bool:
+def reuse_host_memory(warn: bool = True) -> bool:
     """Let glibc reuse large freed blocks (one arena, no ``mmap``, no trimming).
 
     Call before the first JAX computation. Returns ``True`` if the settings
@@ -50,6 +50,11 @@ def reuse_host_memory() -> bool:
     Windows, musl), or JAX's CPU client already started (a warning says so;
     nothing is changed then, because the client's threads keep the arenas
     they bound to). Calling it again is harmless.
+
+    Args:
+      warn: warn when JAX has already started. Entry points that may also be
+        called in-process after JAX started (``jrnn.cli.main``, the benchmark
+        mains) pass ``False``: for them the setting is best effort.
     """
     global _applied
     if _applied:
@@ -63,9 +68,10 @@ def reuse_host_memory() -> bool:
     except (OSError, AttributeError):
         return False
     if _jax_backend_started():
-        warnings.warn("jrnn.reuse_host_memory() must run before the first JAX computation "
-                      "(JAX's CPU threads already hold their malloc arenas); nothing changed",
-                      RuntimeWarning, stacklevel=2)
+        if warn:
+            warnings.warn("jrnn.reuse_host_memory() must run before the first JAX computation "
+                          "(JAX's CPU threads already hold their malloc arenas); nothing changed",
+                          RuntimeWarning, stacklevel=2)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # one arena: a thread's own arena cannot hold blocks above 64 MB and mmaps them
