@@ -36,6 +36,8 @@ CELLS = {
     "elman-relu": lambda: jrnn.elman(H, "relu", dtype=F64),
     "lstm": lambda: jrnn.lstm(H, dtype=F64),
     "gru": lambda: jrnn.gru(H, dtype=F64),
+    # a stack runs layer by layer, each layer on the fast path (unroll._unroll_layers)
+    "stack": lambda: jrnn.stack([jrnn.lstm(H, dtype=F64), jrnn.gru(H, dtype=F64), jrnn.elman(H, dtype=F64)]),
 }
 OPTS = [{}, {"reverse": True}, {"lengths": LENGTHS}, {"lengths": LENGTHS, "reverse": True}]
 OPT_IDS = ["plain", "reverse", "lengths", "lengths-reverse"]
@@ -107,7 +109,7 @@ def assert_close(a, b, tol=1e-10):
 @pytest.mark.parametrize("name", CELLS)
 def test_values_and_gradients_match_python_loop(name, opts):
     cell, params, carry, xs = setup(name)
-    assert C._split_of(cell) is not None  # the fast path is taken
+    assert C._split_of(cell) is not None or C._layers_of(cell) is not None  # the fast path is taken
     w = jnp.asarray(np.random.default_rng(9).normal(size=(T, B, H)))
     fast = objective(lambda p, c, x: jrnn.unroll(cell, p, x, c, **opts), w)
     ref = objective(lambda p, c, x: reference(cell, p, x, c, **opts), w)
@@ -212,15 +214,31 @@ def test_hooks_and_checkpointing_fall_back_to_plain_scan(name):
           jax.grad(lambda p: jnp.sum(jnp.sin(run()(p))))(params))
 
 
-def test_stacked_and_custom_cells_use_the_plain_path():
-    deep = jrnn.stack([jrnn.lstm(H), jrnn.gru(H)])
-    assert C._split_of(deep) is None
+def test_custom_cells_and_stacks_of_them_use_the_plain_path():
     g = jrnn.gru(H, dtype=F64)
     custom = g._replace(step=lambda p, c, x: g.step(p, c, x))  # same math, another step function
     assert C._split_of(custom) is None
     params = g.init(jax.random.key(0), D)
     xs = jnp.asarray(np.random.default_rng(0).normal(size=(T, B, D)))
     assert_close(jrnn.unroll(custom, params, xs), jrnn.unroll(g, params, xs))
+    # a stack of a custom cell over a gru: layer by layer, the custom layer on the plain scan
+    deep = jrnn.stack([custom, g])
+    p2 = deep.init(jax.random.key(1), D)
+    fn = lambda p: jrnn.unroll(deep, p, xs, lengths=LENGTHS)
+    assert str(jax.make_jaxpr(fn)(p2)).count("jvp=_fast_recurrence_jvp") == 1  # the gru layer only
+    U._FAST_PATH = False
+    try:
+        plain = fn(p2), jax.grad(lambda p: jnp.sum(jnp.sin(fn(p)[0])))(p2)
+    finally:
+        U._FAST_PATH = True
+    assert_close((fn(p2), jax.grad(lambda p: jnp.sum(jnp.sin(fn(p)[0])))(p2)), plain)
+
+
+def test_stack_rejects_a_carry_that_is_not_one_per_layer():
+    deep = jrnn.stack([jrnn.gru(H), jrnn.gru(H)])
+    p = deep.init(jax.random.key(0), D)
+    with pytest.raises(ValueError, match="tuple of 2 carries"):
+        jrnn.unroll(deep, p, jnp.ones((T, B, D)), jnp.zeros((B, H)))
 
 
 def test_train_step_same_updates_on_both_paths():

@@ -125,6 +125,18 @@ def _register(step, split: _Split):
     return step
 
 
+# stacked step function -> its layers, so ``unroll`` can run a stack layer by layer
+_LAYERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _layers_of(cell) -> "tuple | None":
+    """The layers of a cell built by :func:`stack`, or ``None``."""
+    try:
+        return _LAYERS.get(cell.step)
+    except TypeError:
+        return None
+
+
 def _dsigmoid(s):
     """``sigma'(a)`` from ``s = sigma(a)``."""
     return s * (1.0 - s)
@@ -455,6 +467,7 @@ def stack(cells) -> Cell:
             new.append(s)
         return tuple(new), h
 
+    _LAYERS[step] = cells
     name = "x".join(c.name for c in cells) if len({c.name for c in cells}) > 1 else f"{len(cells)}x{cells[0].name}"
     return Cell(init_fn, initial_carry, project, step, cells[-1].hidden_size, name)
 

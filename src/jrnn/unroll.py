@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _checks
-from .cells import Cell, _split_of
+from .cells import Cell, _layers_of, _split_of
 
 __all__ = ["unroll", "bidirectional"]
 
@@ -176,6 +176,10 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
     if not time_major:
         xs = jnp.swapaxes(jnp.asarray(xs), 0, 1)
     _checks._check_params(cell, params)
+    layers = _layers_of(cell) if _FAST_PATH and checkpoint_every is None and before_step is None else None
+    if layers is not None:
+        hs, carry = _unroll_layers(layers, params, xs, carry, lengths, reverse, unroll)
+        return hs if time_major else jnp.swapaxes(hs, 0, 1), carry
     xp = cell.project(params, xs)  # [T, B..., G*H], one big product for all steps
     T, batch_shape = xp.shape[0], tuple(xp.shape[1:-1])
     if T < 1:
@@ -230,6 +234,27 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
     if not time_major:
         hs = jnp.swapaxes(hs, 0, 1)
     return hs, carry
+
+
+def _unroll_layers(layers, params, xs, carry, lengths, reverse, unroll_factor):
+    """A :func:`~jrnn.cells.stack` run layer by layer (cuDNN's order) instead of step by step.
+
+    Layer ``l`` at step ``t`` reads only layer ``l``'s carry and layer ``l-1``'s
+    output at ``t``, so running each layer over the whole sequence in turn
+    gives the same values. It lets every layer take the fast path and makes
+    each higher layer's input product one ``[T*B, H] x [H, G*H]`` product
+    instead of one small product per step. Padded steps output zeros from
+    every layer and leave every carry unchanged, as in the step-by-step scan.
+    """
+    carries = (None,) * len(layers) if carry is None else carry
+    if carry is not None and (not isinstance(carry, tuple) or len(carry) != len(layers)):
+        raise ValueError(f"a stack of {len(layers)} layers needs a tuple of {len(layers)} carries, "
+                         f"got {type(carry).__name__}")
+    out, finals = xs, []
+    for layer, p, c in zip(layers, params, carries):
+        out, c = unroll(layer, p, out, c, lengths=lengths, reverse=reverse, unroll=unroll_factor)
+        finals.append(c)
+    return out, tuple(finals)
 
 
 def bidirectional(forward: Cell, backward: Cell, params, xs, carry=None, *, lengths=None,
