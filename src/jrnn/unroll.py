@@ -4,6 +4,11 @@ All arrays are time-major: ``xs`` is ``[T, B, D]`` (floats) or ``[T, B]``
 (token ids); the batch may have any number of dims, or none (``[T, D]``).
 ``time_major=False`` takes and returns ``[B, T, ...]`` instead.
 
+A :func:`~jrnn.cells.stack` is run layer by layer (each layer over the whole
+sequence, then the next), which computes the same values as the stacked step
+and lets each layer take the fast path below; hooks and checkpointing keep
+the step-by-step scan.
+
 Checkpointing (``checkpoint_every=S``) wraps each segment of ``S`` steps in
 ``jax.checkpoint``: the backward pass stores only the carries at segment
 boundaries and recomputes each segment once (Griewank & Walther 2000,
