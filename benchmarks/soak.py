@@ -60,6 +60,8 @@ def worker(out: str, steps: int, every: int) -> int:
     import jrnn
     from jrnn import data
 
+    jrnn.reuse_host_memory()  # as the ``jrnn`` command does: memory must stay flat with it too
+
     train, val, vocab, epochs, limits = _data(steps)
     model = jrnn.language_model(jrnn.gru(H), len(vocab))
     opt = jrnn.make_optimizer("adam", 0.01, 1.0)
