@@ -8,8 +8,8 @@ step serves the CLI, the experiments and the benchmarks.
 from jrnn import data, grads
 from jrnn.cells import Cell, LSTMState, check_token_ids, elman, from_torch, gru, lstm, stack
 from jrnn.generate import predict
-from jrnn.host_memory import reuse_host_memory
 from jrnn.grads import GradientEstimator, OnlineCarry
+from jrnn.host_memory import reuse_host_memory
 from jrnn.metrics import accuracy, bits_per_char, perplexity
 from jrnn.models import Batch, Model, classifier, language_model, regressor, sequence_loss
 from jrnn.train import (FitResult, NonFiniteError, TrainState, evaluate, fit, init_state,
