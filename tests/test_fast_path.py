@@ -265,3 +265,37 @@ def test_train_step_same_updates_on_both_paths():
     finally:
         U._FAST_PATH = True
     assert_close(fast, plain, tol=2e-5)  # float32 model
+
+
+@pytest.mark.parametrize("opts", [OPTS[0], OPTS[3]], ids=[OPT_IDS[0], OPT_IDS[3]])  # compile time
+@pytest.mark.parametrize("name", CELLS)
+def test_carry_grad_scale_equals_the_same_scaling_done_by_a_hook(name, opts):
+    """``carry_grad_scale`` on the fast path == a ``before_step`` hook on the plain scan."""
+    cell, params, carry, xs = setup(name, seed=14)
+    w = jnp.asarray(np.random.default_rng(15).normal(size=(T, B, H)))
+    g = jnp.asarray([0.0, 1.0, 2.5, 0.0, 1.0, -0.5, 1.0])  # cuts, keeps, rescales
+
+    def hook(t, c):
+        return jax.tree.map(lambda a: jax.lax.stop_gradient(a) + g[t] * (a - jax.lax.stop_gradient(a)), c)
+
+    scaled = objective(lambda p, c, x: jrnn.unroll(cell, p, x, c, carry_grad_scale=g, **opts), w)
+    hooked = objective(lambda p, c, x: jrnn.unroll(cell, p, x, c, before_step=hook, **opts), w)
+    assert _uses_fast_path(lambda p: jrnn.unroll(cell, p, xs, carry, carry_grad_scale=g, **opts)[0], params)
+    assert_close(jax.value_and_grad(scaled, argnums=(0, 1, 2))(params, carry, xs),
+                 jax.value_and_grad(hooked, argnums=(0, 1, 2))(params, carry, xs))
+    tangents = setup(name, seed=16)[1:]
+    assert_close(jax.jvp(scaled, (params, carry, xs), tangents), jax.jvp(hooked, (params, carry, xs), tangents))
+    # ones change nothing; checkpointed segments (7 = 3 + 3 + 1, padded) scale the same way
+    full = objective(lambda p, c, x: jrnn.unroll(cell, p, x, c, **opts), w)
+    assert_close(jax.grad(objective(lambda p, c, x: jrnn.unroll(cell, p, x, c, carry_grad_scale=jnp.ones(T),
+                                                                **opts), w))(params, carry, xs),
+                 jax.grad(full)(params, carry, xs))
+    ckpt = objective(lambda p, c, x: jrnn.unroll(cell, p, x, c, carry_grad_scale=g, checkpoint_every=3, **opts), w)
+    assert_close(jax.grad(ckpt, argnums=(0, 1))(params, carry, xs), jax.grad(scaled, argnums=(0, 1))(params, carry, xs))
+
+
+def test_carry_grad_scale_is_validated():
+    cell, params, carry, xs = setup("gru")
+    for bad in (jnp.ones(T + 1), jnp.ones((T, 1)), jnp.ones(T, jnp.int32)):
+        with pytest.raises(ValueError, match="carry_grad_scale must be a float array of shape"):
+            jrnn.unroll(cell, params, xs, carry, carry_grad_scale=bad)

@@ -103,7 +103,8 @@ def _cell_carry(model: Model, params, batch_shape):
 
 
 # ----------------------------------------------------------------------------
-# BPTT family: autodiff through the scan, with a hook on the carry
+# BPTT family: autodiff through the scan; truncation scales the carry's gradient
+# (``unroll(carry_grad_scale=...)``), which keeps unroll's fast path
 
 
 def _bptt(name: str, unroll_kwargs: Callable) -> GradientEstimator:
@@ -149,11 +150,10 @@ def truncated(K: int, unroll: int = 1) -> GradientEstimator:
     K = _check_int("K (truncation length)", K)
     unroll = _check_int("unroll", unroll)
 
-    def hook(t, c):
-        cut = (t % K == 0)
-        return jax.tree.map(lambda x: jnp.where(cut, jax.lax.stop_gradient(x), x), c)
+    def kwargs(key, T):  # 0 at steps 0, K, 2K, ...: the backward flow stops there
+        return {"carry_grad_scale": (jnp.arange(T) % K != 0).astype(jnp.float32), "unroll": unroll}
 
-    return _bptt(f"truncated:{K}", lambda key, T: {"before_step": hook, "unroll": unroll})
+    return _bptt(f"truncated:{K}", kwargs)
 
 
 def randomized(p: float, unroll: int = 1) -> GradientEstimator:
@@ -182,13 +182,7 @@ def randomized(p: float, unroll: int = 1) -> GradientEstimator:
     def kwargs(key, T):
         _check_key(f"randomized:{p:g}", key)
         xi = jax.random.bernoulli(key, p, (T,)).astype(jnp.float32) / p
-
-        def hook(t, c):
-            return jax.tree.map(
-                lambda x: jax.lax.stop_gradient(x) + xi[t].astype(x.dtype)
-                * (x - jax.lax.stop_gradient(x)), c)
-
-        return {"before_step": hook, "unroll": unroll}
+        return {"carry_grad_scale": xi, "unroll": unroll}
 
     return _bptt(f"randomized:{p:g}", kwargs)
 

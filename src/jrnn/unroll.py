@@ -112,15 +112,15 @@ def _outputs(split, cs, mask):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _fast_recurrence(split, unroll, params, carry, xp, mask):
+def _fast_recurrence(split, unroll, params, carry, xp, mask, gain):
     carry, hs = _fast_scan(split, unroll, params, carry, xp, mask, False)
     return hs, carry
 
 
 @_fast_recurrence.defjvp
 def _fast_recurrence_jvp(split, unroll, primals, tangents):
-    params, carry, xp, mask = primals
-    dparams, dcarry, dxp, _ = tangents
+    params, carry, xp, mask, gain = primals  # gain: [T] factors on the carry's tangent, or None
+    dparams, dcarry, dxp, _, _ = tangents
     carry_T, (cs, res) = _fast_scan(split, unroll, params, carry, xp, mask, True)
     prev = jax.tree.map(lambda c0, c: jnp.concatenate([c0[None], c[:-1]]), carry, cs)
     k = split.coefficients(params, prev, cs, res)  # [T, B..., ...], all steps at once
@@ -138,13 +138,15 @@ def _fast_recurrence_jvp(split, unroll, primals, tangents):
     WT = jnp.transpose(params[split.weight])
 
     def body(dc, inp):
-        k_t, dx, du_t, m = inp
+        k_t, dx, du_t, m, g = inp
+        if g is not None:  # carry_grad_scale: the carry entering this step, scaled (or cut)
+            dc = jax.tree.map(lambda a: a * g.astype(a.dtype), dc)
         r = split.read(dc)
         dzh = jax.lax.dot_general(r, WT, (((r.ndim - 1,), (1,)), ((), ())))
         dnew, dh = split.tangent(k_t, dc, dx, dzh if du_t is None else dzh + du_t)
         return _select(m, dnew, dc), dh
 
-    dcarry_T, dhs = jax.lax.scan(body, dcarry, (k, dxp, du, mask), unroll=unroll)
+    dcarry_T, dhs = jax.lax.scan(body, dcarry, (k, dxp, du, mask, gain), unroll=unroll)
     if mask is not None:
         dhs = jnp.where(mask[..., None], dhs, jnp.zeros_like(dhs))
     return (_outputs(split, cs, mask), carry_T), (dhs, dcarry_T)
@@ -152,7 +154,7 @@ def _fast_recurrence_jvp(split, unroll, primals, tangents):
 
 def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = False,
            unroll: int = 1, checkpoint_every: int | None = None,
-           before_step: Callable | None = None, time_major: bool = True):
+           before_step: Callable | None = None, carry_grad_scale=None, time_major: bool = True):
     """Run ``cell`` over a sequence; returns all outputs and the final carry.
 
     Args:
@@ -171,8 +173,13 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
       checkpoint_every: if set, ``S``: rematerialise segments of ``S`` steps
         in the backward pass (see module docstring).
       before_step: optional ``(t, carry) -> carry`` applied to the carry
-        entering step ``t``; the gradient estimators use it to cut or scale the
-        backward flow (``stop_gradient``) without changing forward values.
+        entering step ``t``. A hook runs the step-by-step scan (no fast path).
+      carry_grad_scale: optional ``[T]`` factors: the gradient flowing back
+        through the carry entering step ``t`` (scan order) is multiplied by
+        ``carry_grad_scale[t]``; forward values are unchanged. ``0`` cuts the
+        backward flow there (truncated BPTT), ``1/p`` with probability ``p``
+        rescales it (randomized truncation). Unlike a ``before_step`` hook
+        doing the same, it keeps the fast path.
       time_major: ``False`` takes ``xs`` as ``[B, T, ...]`` and returns ``hs`` so.
 
     Returns:
@@ -183,7 +190,7 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
     _checks._check_params(cell, params)
     layers = _layers_of(cell) if _FAST_PATH and checkpoint_every is None and before_step is None else None
     if layers is not None:
-        hs, carry = _unroll_layers(layers, params, xs, carry, lengths, reverse, unroll)
+        hs, carry = _unroll_layers(layers, params, xs, carry, lengths, reverse, unroll, carry_grad_scale)
         return hs if time_major else jnp.swapaxes(hs, 0, 1), carry
     xp = cell.project(params, xs)  # [T, B..., G*H], one big product for all steps
     T, batch_shape = xp.shape[0], tuple(xp.shape[1:-1])
@@ -195,6 +202,12 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
         _checks._check_carry(cell, carry, batch_shape)
     if lengths is not None:
         lengths = _check_lengths(lengths, T, batch_shape)
+    gain = None
+    if carry_grad_scale is not None:
+        gain = jnp.asarray(carry_grad_scale)
+        if gain.shape != (T,) or not jnp.issubdtype(gain.dtype, jnp.floating):
+            raise ValueError(f"carry_grad_scale must be a float array of shape [T] = ({T},), got "
+                             f"{gain.dtype} {tuple(gain.shape)}")
     if reverse:
         xp = xp[::-1] if lengths is None else _flip_within(xp, lengths)
 
@@ -206,11 +219,16 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
         n = -(-T // S)
         if n * S != T:  # pad to whole segments; padded steps are masked out
             xp = jnp.concatenate([xp, jnp.zeros((n * S - T,) + xp.shape[1:], xp.dtype)])
+            if gain is not None:
+                gain = jnp.concatenate([gain, jnp.ones((n * S - T,), gain.dtype)])
             if lengths is None:
                 lengths = jnp.full(batch_shape, T, jnp.int32)
 
     def body(c, inp):
         t, x = inp
+        if gain is not None:  # value unchanged, gradient through the carry scaled
+            c = jax.tree.map(lambda a: jax.lax.stop_gradient(a)
+                             + gain[t].astype(a.dtype) * (a - jax.lax.stop_gradient(a)), c)
         if before_step is not None:
             c = before_step(t, c)
         new, h = cell.step(params, c, x)
@@ -224,7 +242,7 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
     split = _split_of(cell) if _FAST_PATH and S is None and before_step is None else None
     if split is not None:
         mask = None if lengths is None else ts.reshape((-1,) + (1,) * lengths.ndim) < lengths
-        hs, carry = _fast_recurrence(split, unroll, params, carry, xp, mask)
+        hs, carry = _fast_recurrence(split, unroll, params, carry, xp, mask, gain)
     elif S is None:
         carry, hs = jax.lax.scan(body, carry, (ts, xp), unroll=unroll)
     else:
@@ -241,7 +259,7 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
     return hs, carry
 
 
-def _unroll_layers(layers, params, xs, carry, lengths, reverse, unroll_factor):
+def _unroll_layers(layers, params, xs, carry, lengths, reverse, unroll_factor, carry_grad_scale):
     """A :func:`~jrnn.cells.stack` run layer by layer (cuDNN's order) instead of step by step.
 
     Layer ``l`` at step ``t`` reads only layer ``l``'s carry and layer ``l-1``'s
@@ -257,7 +275,8 @@ def _unroll_layers(layers, params, xs, carry, lengths, reverse, unroll_factor):
                          f"got {type(carry).__name__}")
     out, finals = xs, []
     for layer, p, c in zip(layers, params, carries):
-        out, c = unroll(layer, p, out, c, lengths=lengths, reverse=reverse, unroll=unroll_factor)
+        out, c = unroll(layer, p, out, c, lengths=lengths, reverse=reverse, unroll=unroll_factor,
+                        carry_grad_scale=carry_grad_scale)
         finals.append(c)
     return out, tuple(finals)
 
