@@ -134,7 +134,8 @@ def full(unroll: int = 1) -> GradientEstimator:
 def truncated(K: int, unroll: int = 1) -> GradientEstimator:
     """Regular truncation (d2l 8.7.1.2): the backward flow is cut every ``K`` steps.
 
-    ``stop_gradient`` is applied to the carry entering steps ``K, 2K, ...``, so
+    The gradient through the carry entering steps ``0, K, 2K, ...`` is cut
+    (``unroll(carry_grad_scale=...)``, on unroll's fast path), so
     each loss term back-propagates at most ``K`` steps (to its chunk's start):
     the gradient is the sum over chunks of each chunk's gradient with its
     incoming carry held fixed (TBPTT(K, K)). Forward values and the head's
