@@ -180,10 +180,20 @@ def _rand_reference_count(n, b, t, offset):
     return ((n - offset - 1) // t) // b
 
 
+def _bm(it):
+    """The iterator's time-major Batches, checked, as d2l's batch-major ``(X, Y)`` pairs."""
+    out = []
+    for b in it:
+        assert isinstance(b, data.Batch) and b.mask is None
+        assert b.inputs.flags.c_contiguous and b.targets.flags.c_contiguous
+        out.append((b.inputs.T, b.targets.T))
+    return out
+
+
 @pytest.mark.parametrize("n,b,t", [(100, 3, 5), (1000, 4, 7), (37, 2, 4)])
 def test_random_batches(n, b, t):
     corpus = np.arange(n)
-    out = list(data.random_batches(corpus, b, t, rng=3))
+    out = _bm(data.random_batches(corpus, b, t, rng=3))
     starts = []
     for x, y in out:
         assert x.shape == y.shape == (b, t) and x.dtype == y.dtype == np.int32
@@ -196,16 +206,16 @@ def test_random_batches(n, b, t):
     assert len(out) == _rand_reference_count(n, b, t, offset)
     assert len(out) <= data.num_batches(n, b, t, "random")
     assert len(out) == data.num_batches(n, b, t, "random", offset=offset)
-    again = list(data.random_batches(corpus, b, t, rng=np.random.default_rng(3)))
+    again = _bm(data.random_batches(corpus, b, t, rng=np.random.default_rng(3)))
     assert all(np.array_equal(x1, x2) for (x1, _), (x2, _) in zip(out, again))
-    other = list(data.random_batches(corpus, b, t, rng=4))
+    other = _bm(data.random_batches(corpus, b, t, rng=4))
     assert any(not np.array_equal(x1, x2) for (x1, _), (x2, _) in zip(out, other))
 
 
 def test_random_batches_shuffle_covers_all_subsequences():
     # batch_size 1: every subsequence after the offset appears exactly once.
     n, t = 101, 10
-    xs = [x for x, _ in data.random_batches(np.arange(n), 1, t, rng=0)]
+    xs = [x for x, _ in _bm(data.random_batches(np.arange(n), 1, t, rng=0))]
     starts = sorted(int(x[0, 0]) for x in xs)
     offset = starts[0]
     assert starts == list(range(offset, offset + len(starts) * t, t))
@@ -214,7 +224,7 @@ def test_random_batches_shuffle_covers_all_subsequences():
 
 def test_sequential_batches_are_contiguous():
     n, b, t = 1000, 4, 7
-    out = list(data.sequential_batches(np.arange(n), b, t, rng=5))
+    out = _bm(data.sequential_batches(np.arange(n), b, t, rng=5))
     for x, y in out:
         assert x.shape == (b, t) and x.dtype == np.int32 and np.array_equal(y, x + 1)
     for (x0, _), (x1, _) in zip(out, out[1:]):
@@ -222,7 +232,7 @@ def test_sequential_batches_are_contiguous():
     offset = int(out[0][0][0, 0])
     assert 0 <= offset <= t
     assert len(out) == ((n - offset - 1) // b) // t
-    same = list(data.sequential_batches(np.arange(n), b, t, rng=5))
+    same = _bm(data.sequential_batches(np.arange(n), b, t, rng=5))
     assert all(np.array_equal(a[0], c[0]) for a, c in zip(out, same))
 
 
@@ -235,7 +245,7 @@ def test_sequential_batches_are_contiguous():
 )
 def test_sequential_property(b, t, extra, seed):
     n = (b + 1) * t + 1 + extra  # the minimum length plus some
-    out = list(data.sequential_batches(np.arange(n), b, t, rng=seed))
+    out = _bm(data.sequential_batches(np.arange(n), b, t, rng=seed))
     x = np.stack([x for x, _ in out], axis=1)  # [B, num_batches, T]
     x = x.reshape(b, -1)
     tokens = x.ravel()
@@ -260,31 +270,31 @@ def test_sequential_property(b, t, extra, seed):
 def test_batches_resume_and_validation():
     corpus = np.arange(500)
     for kind in data.KINDS:
-        full = list(data.batches(corpus, 3, 5, kind, seed=7, epoch=2))
-        resumed = list(data.batches(corpus, 3, 5, kind, seed=7, epoch=2, start=4))
+        full = _bm(data.batches(corpus, 3, 5, kind, seed=7, epoch=2))
+        resumed = _bm(data.batches(corpus, 3, 5, kind, seed=7, epoch=2, start=4))
         assert len(resumed) == len(full) - 4
         assert all(np.array_equal(a[0], c[0]) for a, c in zip(full[4:], resumed))
         ref = np.random.default_rng([7, 2])
         fn = data.random_batches if kind == "random" else data.sequential_batches
-        assert all(np.array_equal(a[0], c[0]) for a, c in zip(full, fn(corpus, 3, 5, ref)))
-        nxt = list(data.batches(corpus, 3, 5, kind, seed=7, epoch=3))
+        assert all(np.array_equal(a[0], c[0]) for a, c in zip(full, _bm(fn(corpus, 3, 5, ref))))
+        nxt = _bm(data.batches(corpus, 3, 5, kind, seed=7, epoch=3))
         assert any(not np.array_equal(a[0], c[0]) for a, c in zip(full, nxt))
     with pytest.raises(ValueError, match="batch_size"):
-        data.random_batches(corpus, 0, 5, rng=0)
+        _bm(data.random_batches(corpus, 0, 5, rng=0))
     with pytest.raises(ValueError, match="num_steps"):
-        data.sequential_batches(corpus, 2, 0, rng=0)
+        _bm(data.sequential_batches(corpus, 2, 0, rng=0))
     with pytest.raises(ValueError, match="need at least 36 tokens, got 30"):
-        data.random_batches(np.arange(30), 5, 6, rng=0)
+        _bm(data.random_batches(np.arange(30), 5, 6, rng=0))
     with pytest.raises(ValueError, match="need at least 37 tokens, got 36"):
-        data.sequential_batches(np.arange(36), 5, 6, rng=0)
+        _bm(data.sequential_batches(np.arange(36), 5, 6, rng=0))
     with pytest.raises(ValueError, match="kind"):
-        data.batches(corpus, 2, 2, kind="shuffled")
+        _bm(data.batches(corpus, 2, 2, kind="shuffled"))
 
 
 def test_minimum_corpus_always_gives_a_batch():
     for seed in range(20):
-        assert len(list(data.random_batches(np.arange(36), 5, 6, rng=seed))) >= 1
-        assert len(list(data.sequential_batches(np.arange(37), 5, 6, rng=seed))) >= 1
+        assert len(_bm(data.random_batches(np.arange(36), 5, 6, rng=seed))) >= 1
+        assert len(_bm(data.sequential_batches(np.arange(37), 5, 6, rng=seed))) >= 1
 
 
 # ---------------------------------------------------------------------- synthetic

@@ -28,7 +28,7 @@ from jax.test_util import check_grads
 
 import jrnn
 
-U = importlib.import_module("jrnn.unroll")  # the module (``jrnn.unroll`` is the function)
+U = importlib.import_module("jrnn.scan")  # the module (``jrnn.unroll`` is the function)
 C = importlib.import_module("jrnn.cells")
 
 T, B, D, H = 7, 3, 4, 5

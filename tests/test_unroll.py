@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import jrnn
-from jrnn.unroll import _flip_within
+from jrnn.scan import _flip_within
 
 T, B, D, H = 12, 4, 3, 5  # T long enough for checkpoint segments 4 (divisor) and 5 (not)
 LENGTHS = np.array([5, 1, 12, 9])  # includes 1 and T, not sorted

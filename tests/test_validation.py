@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jrnn
-from jrnn import _checks, cli, data
+from jrnn import validation, cli, data
 from jrnn.models import Batch
 
 V, H, B, T = 7, 4, 2, 5
@@ -42,18 +42,18 @@ def fit(model, opt, batches, **kw):
 def test_carry_of_wrong_batch_size_is_named():
     cell = jrnn.lstm(H)
     with pytest.raises(ValueError, match=r"carry\.h has shape \(3, 4\), expected \(2, 4\)"):
-        _checks._check_carry(cell, cell.initial_carry((3,)), (2,))
+        validation._check_carry(cell, cell.initial_carry((3,)), (2,))
 
 
 def test_carry_of_wrong_hidden_size_dtype_or_structure():
     cell = jrnn.lstm(H)
     with pytest.raises(ValueError, match=r"carry\.c has shape \(2, 6\), expected \(2, 4\)"):
-        _checks._check_carry(cell, jrnn.LSTMState(jnp.zeros((2, 4)), jnp.zeros((2, 6))), (2,))
+        validation._check_carry(cell, jrnn.LSTMState(jnp.zeros((2, 4)), jnp.zeros((2, 6))), (2,))
     with pytest.raises(ValueError, match=r"carry\.h has dtype int32, expected float32"):
-        _checks._check_carry(cell, jrnn.LSTMState(jnp.zeros((2, 4), jnp.int32), jnp.zeros((2, 4))), (2,))
+        validation._check_carry(cell, jrnn.LSTMState(jnp.zeros((2, 4), jnp.int32), jnp.zeros((2, 4))), (2,))
     with pytest.raises(TypeError, match=r"carry has the wrong structure.*LSTMState"):
-        _checks._check_carry(cell, (jnp.zeros((2, 4)), jnp.zeros((2, 4))), (2,))
-    _checks._check_carry(cell, cell.initial_carry((2,)), (2,))  # the right one passes
+        validation._check_carry(cell, (jnp.zeros((2, 4)), jnp.zeros((2, 4))), (2,))
+    validation._check_carry(cell, cell.initial_carry((2,)), (2,))  # the right one passes
 
 
 def test_unroll_rejects_a_wrong_carry_and_foreign_params_eagerly():
@@ -73,15 +73,15 @@ def test_params_from_another_hidden_size_are_named():
     p = jrnn.gru(8).init(jax.random.key(0), 3)
     with pytest.raises(ValueError, match=r"params\['W_h'\] has shape \(8, 24\), expected \(4, 12\)"
                                          r".*another cell or size"):
-        _checks._check_params(jrnn.gru(H), p)
+        validation._check_params(jrnn.gru(H), p)
     with pytest.raises(ValueError, match=r"params\['W_x'\] has shape \(3, 24\), expected \(5, 24\)"):
-        _checks._check_params(jrnn.gru(8), p, input_size=5)
+        validation._check_params(jrnn.gru(8), p, input_size=5)
 
 
 def test_params_from_another_cell_type_are_named():
     p = jrnn.gru(H).init(jax.random.key(0), 3)
     with pytest.raises(TypeError, match=r"params has the wrong structure for cell lstm"):
-        _checks._check_params(jrnn.lstm(H), p)
+        validation._check_params(jrnn.lstm(H), p)
 
 
 def test_evaluate_rejects_params_of_another_model(lm):

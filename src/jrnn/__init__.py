@@ -14,7 +14,7 @@ from jrnn.metrics import accuracy, bits_per_char, perplexity
 from jrnn.models import Batch, Model, classifier, language_model, regressor, sequence_loss
 from jrnn.train import (FitResult, NonFiniteError, TrainState, evaluate, fit, init_state,
                         init_states, make_optimizer, train_step)
-from jrnn.unroll import bidirectional, unroll
+from jrnn.scan import bidirectional, unroll
 
 __version__ = "0.1.0"
 

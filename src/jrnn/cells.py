@@ -93,7 +93,7 @@ class _Split(NamedTuple):
       (``[G*H]``, or ``None``). ``additive``: the step reads ``xp + zh`` only,
       so ``tangent(K, dc, dxp + dzh, 0)`` equals ``tangent(K, dc, dxp, dzh)``.
 
-    Knowing this lets :func:`jrnn.unroll.unroll` compute ``read(c_{t-1}) @ dW``
+    Knowing this lets :func:`jrnn.scan.unroll` compute ``read(c_{t-1}) @ dW``
     for all steps as one large product and keep one small product per step in
     the backward pass (see ``unroll._fast_recurrence``).
     """

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_model_params
+from .validation import check_model_params
 from .cells import check_token_ids
 from .models import Model
 

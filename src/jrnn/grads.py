@@ -57,7 +57,7 @@ from jax.flatten_util import ravel_pytree
 
 from .cells import check_token_ids
 from .models import Batch, Model, loss_weights, sequence_loss
-from .unroll import unroll as _unroll
+from .scan import unroll as _unroll
 
 __all__ = [
     "GradientEstimator", "OnlineCarry", "full", "truncated", "randomized", "checkpointed",
@@ -108,7 +108,7 @@ def _cell_carry(model: Model, params, batch_shape):
 
 
 def _bptt(name: str, unroll_kwargs: Callable) -> GradientEstimator:
-    """``unroll_kwargs(key, T) -> dict`` of options for :func:`~jrnn.unroll.unroll`."""
+    """``unroll_kwargs(key, T) -> dict`` of options for :func:`~jrnn.scan.unroll`."""
 
     def value_and_grad(model, params, carry, batch, key):
         kw = unroll_kwargs(key, jnp.shape(batch.inputs)[0])

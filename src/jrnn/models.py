@@ -20,23 +20,10 @@ import jax.numpy as jnp
 import optax
 
 from .cells import Cell
-from .unroll import unroll
+from .data.batches import Batch
+from .scan import unroll
 
 __all__ = ["Model", "Batch", "language_model", "regressor", "classifier", "sequence_loss"]
-
-
-class Batch(NamedTuple):
-    """Time-major training batch.
-
-    Attributes:
-      inputs: ``[T, B, D]`` floats or ``[T, B]`` int token ids.
-      targets: ``[T, B]`` int labels or ``[T, B, O]`` floats.
-      mask: optional ``[T, B]`` float weights of each position in the loss.
-    """
-
-    inputs: Any
-    targets: Any
-    mask: Any = None
 
 
 class Model(NamedTuple):
@@ -114,7 +101,7 @@ def sequence_loss(model: Model, params, carry, batch: Batch, **unroll_kwargs):
       params: ``{"cell": ..., "head": ...}``.
       carry: the initial carry ``[B, ...]``.
       batch: a time-major :class:`Batch`.
-      **unroll_kwargs: passed to :func:`~jrnn.unroll.unroll`.
+      **unroll_kwargs: passed to :func:`~jrnn.scan.unroll`.
 
     Returns:
       ``(loss, final_carry)``.

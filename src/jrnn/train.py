@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import _checks
+from . import validation
 from .grads import GradientEstimator, full
 from .metrics import perplexity
 from .models import Batch, Model, sequence_loss
@@ -165,13 +165,13 @@ def _to_batch(model: Model, xy, batch_size: int | None = None) -> Batch:
                              f"{x.shape} and {y.shape}")
         xy = Batch(np.ascontiguousarray(np.swapaxes(x, 0, 1)),
                    np.ascontiguousarray(np.swapaxes(y, 0, 1)))
-    _checks.check_batch(model, xy, batch_size)
+    validation.check_batch(model, xy, batch_size)
     return xy
 
 
 def evaluate(model: Model, params, batches: Iterable, *, carry_over: bool = True) -> float:
     """Mean per-token loss (nats) over batch-major ``(X, Y)`` batches; ``exp`` it for perplexity."""
-    _checks.check_model_params(model, params)
+    validation.check_model_params(model, params)
     loss_fn = _eval_fn(model)
     carry, total, n = None, 0.0, 0
     for xy in batches:
@@ -345,19 +345,19 @@ def fit(model: Model, optimizer, train_batches: Callable[[int], Iterable], *,
                         f"{type(val_batches).__name__}")
     if on_nonfinite not in ("stop", "skip"):
         raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
-    epochs = _checks.check_int("epochs", epochs)
-    log_every = _checks.check_int("log_every", log_every)
-    max_skips = _checks.check_int("max_skips", max_skips)
-    batch_size = _checks.check_int("batch_size", batch_size)
-    seed = _checks.check_int("seed", seed, 0)
-    steps_per_epoch = _checks.check_int("steps_per_epoch", steps_per_epoch, allow_none=True)
-    checkpoint_every = _checks.check_int("checkpoint_every", checkpoint_every, allow_none=True)
-    keep = _checks.check_int("keep", keep)
+    epochs = validation.check_int("epochs", epochs)
+    log_every = validation.check_int("log_every", log_every)
+    max_skips = validation.check_int("max_skips", max_skips)
+    batch_size = validation.check_int("batch_size", batch_size)
+    seed = validation.check_int("seed", seed, 0)
+    steps_per_epoch = validation.check_int("steps_per_epoch", steps_per_epoch, allow_none=True)
+    checkpoint_every = validation.check_int("checkpoint_every", checkpoint_every, allow_none=True)
+    keep = validation.check_int("keep", keep)
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir (the run directory to resume from)")
     estimator = estimator or _FULL
     if state is not None:
-        _checks.check_state(model, optimizer, estimator, state, batch_size)
+        validation.check_state(model, optimizer, estimator, state, batch_size)
 
     key = jax.random.key(seed)
     if state is None:

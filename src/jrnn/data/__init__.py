@@ -1,6 +1,6 @@
 """Data: text -> tokens -> vocabulary -> batches, and synthetic tasks."""
 
-from jrnn.data.batches import KINDS, batches, num_batches, random_batches, sequential_batches
+from jrnn.data.batches import KINDS, Batch, batches, num_batches, random_batches, sequential_batches
 from jrnn.data.synthetic import adding_task, copy_task, sine
 from jrnn.data.text import (
     CORPORA,
@@ -22,6 +22,7 @@ from jrnn.data.text import (
 )
 
 __all__ = [
+    "Batch",
     "CORPORA",
     "KINDS",
     "TIME_MACHINE_SHA1",

@@ -1,19 +1,39 @@
 """Minibatches of token subsequences for language models (pure NumPy).
 
 Deterministic versions of d2l 0.17's ``seq_data_iter_random`` and
-``seq_data_iter_sequential``. Batches are batch-major ``[B, T]`` as in d2l;
-transpose to ``[T, B]`` for a time-major scan. ``Y`` is ``X`` shifted by one
-token.
+``seq_data_iter_sequential``. d2l yields batch-major ``[B, T]`` pairs; these
+yield the time-major :class:`Batch` the train step takes (``inputs`` and
+``targets`` ``[T, B]``, C-contiguous), converted once here so that no caller
+transposes again. ``targets`` is ``inputs`` shifted by one token.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
-__all__ = ["KINDS", "batches", "num_batches", "random_batches", "sequential_batches"]
+__all__ = ["Batch", "KINDS", "batches", "num_batches", "random_batches", "sequential_batches"]
+
+
+class Batch(NamedTuple):
+    """Time-major training batch.
+
+    Attributes:
+      inputs: ``[T, B, D]`` floats or ``[T, B]`` int token ids.
+      targets: ``[T, B]`` int labels or ``[T, B, O]`` floats.
+      mask: optional ``[T, B]`` float weights of each position in the loss.
+    """
+
+    inputs: Any
+    targets: Any
+    mask: Any = None
+
+
+def _time_major(x: np.ndarray, y: np.ndarray) -> Batch:
+    """Batch-major ``[B, T]`` rows -> a time-major :class:`Batch` (one copy each)."""
+    return Batch(np.ascontiguousarray(x.T), np.ascontiguousarray(y.T))
 
 KINDS = ("random", "sequential")
 
@@ -87,7 +107,7 @@ def num_batches(
 
 def random_batches(
     corpus, batch_size: int, num_steps: int, rng
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+) -> Iterator[Batch]:
     """Random sampling: batches of non-overlapping subsequences in random order.
 
     Drops a random offset in ``[0, T - 1]``, cuts the rest into subsequences
@@ -101,8 +121,8 @@ def random_batches(
         rng: A ``np.random.Generator`` or an int seed.
 
     Returns:
-        An iterator of ``(X, Y)``: int32 arrays of shape ``[B, T]``, ``Y`` is
-        ``X`` shifted by one token. Arguments are checked (and the epoch's
+        An iterator of time-major :class:`Batch`: int32 ``inputs`` and
+        ``targets`` of shape ``[T, B]``, ``targets`` shifted by one token. Arguments are checked (and the epoch's
         offset and order drawn) eagerly, at call time.
 
     Raises:
@@ -117,12 +137,12 @@ def random_batches(
     rng.shuffle(starts)
     idx = starts[: (num_subseqs // batch_size) * batch_size].reshape(-1, batch_size, 1)
     idx = idx + np.arange(num_steps)
-    return ((corpus[i], corpus[i + 1]) for i in idx)
+    return (_time_major(corpus[i], corpus[i + 1]) for i in idx)
 
 
 def sequential_batches(
     corpus, batch_size: int, num_steps: int, rng
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+) -> Iterator[Batch]:
     """Sequential partitioning: row ``i`` of batch ``j + 1`` continues row ``i``
     of batch ``j``, so the hidden state can be carried across batches.
 
@@ -138,7 +158,7 @@ def sequential_batches(
         rng: A ``np.random.Generator`` or an int seed.
 
     Returns:
-        An iterator of ``(X, Y)``: int32 arrays of shape ``[B, T]`` (checked
+        An iterator of time-major :class:`Batch` (``[T, B]`` int32; checked
         and offset drawn eagerly, at call time).
 
     Raises:
@@ -151,7 +171,7 @@ def sequential_batches(
     xs = corpus[offset : offset + num_tokens].reshape(batch_size, -1)
     ys = corpus[offset + 1 : offset + 1 + num_tokens].reshape(batch_size, -1)
     cols = range(0, (xs.shape[1] // num_steps) * num_steps, num_steps)
-    return ((xs[:, i : i + num_steps], ys[:, i : i + num_steps]) for i in cols)
+    return (_time_major(xs[:, i : i + num_steps], ys[:, i : i + num_steps]) for i in cols)
 
 
 def batches(
@@ -162,7 +182,7 @@ def batches(
     seed: int = 0,
     epoch: int = 0,
     start: int = 0,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+) -> Iterator[Batch]:
     """One epoch of batches with a generator derived from ``(seed, epoch)``.
 
     The epoch's generator is ``np.random.default_rng([seed, epoch])``, so a run
@@ -178,7 +198,7 @@ def batches(
         start: Number of leading batches of the epoch to skip (for resuming).
 
     Returns:
-        An iterator of ``(X, Y)``: int32 arrays of shape ``[B, T]``.
+        An iterator of time-major :class:`Batch` (``[T, B]`` int32).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")

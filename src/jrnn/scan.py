@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _checks
+from . import validation
 from .cells import Cell, _layers_of, _split_of
 
 __all__ = ["unroll", "bidirectional"]
@@ -187,7 +187,7 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
     """
     if not time_major:
         xs = jnp.swapaxes(jnp.asarray(xs), 0, 1)
-    _checks._check_params(cell, params)
+    validation._check_params(cell, params)
     layers = _layers_of(cell) if _FAST_PATH and checkpoint_every is None and before_step is None else None
     if layers is not None:
         hs, carry = _unroll_layers(layers, params, xs, carry, lengths, reverse, unroll, carry_grad_scale)
@@ -199,7 +199,7 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
     if carry is None:
         carry = cell.initial_carry(batch_shape)
     else:
-        _checks._check_carry(cell, carry, batch_shape)
+        validation._check_carry(cell, carry, batch_shape)
     if lengths is not None:
         lengths = _check_lengths(lengths, T, batch_shape)
     gain = None
