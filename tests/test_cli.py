@@ -22,7 +22,7 @@ from jrnn import cli
 from jrnn.checkpoint import Checkpointer
 
 CONFIG = ["--hidden", "8", "--num-steps", "5", "--batch-size", "4", "--epochs", "2", "--seed", "1",
-          "--log-every", "5", "--checkpoint-every", "100", "--optimizer", "adam", "--lr", "0.01",
+          "--log-every", "5", "--save-every", "100", "--optimizer", "adam", "--lr", "0.01",
           "--val-fraction", "0.1", "--sample-length", "8"]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
 
@@ -43,16 +43,18 @@ def jrnn_cmd(*args):
 
 def untimed(path):
     with open(path) as f:
-        return [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"} for line in f]
+        return [{k: v for k, v in json.loads(line).items() if k not in ("tokens_per_s", "train_seconds")}
+                for line in f]
 
 
 def final_state(run):
     """The whole TrainState of a run's latest checkpoint, and its metadata."""
     import jrnn
 
-    model, _, vocab, cfg = cli.load_run(run)
-    opt = jrnn.make_optimizer(cfg["optimizer"], cfg["lr"], cfg["clip"])
-    template = jrnn.init_state(model, opt, jrnn.grads.parse(cfg["grad"]), jax.random.key(0), cfg["batch_size"])
+    model, _, vocab, cfg = jrnn.load_run(run)
+    opt = jrnn.make_optimizer(cfg.optim.optimizer, cfg.optim.lr, cfg.optim.clip)
+    template = jrnn.init_state(model, opt, jrnn.grads.parse(cfg.optim.grad), jax.random.key(0),
+                               cfg.data.batch_size)
     return Checkpointer(run).restore(template)
 
 
@@ -104,7 +106,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_is_exact(two_runs, text, tmp_path
     try:
         for line in p.stderr:  # the first progress line: training is under way
             err.append(line)
-            if line.startswith("["):
+            if line.startswith("step "):
                 p.send_signal(signal.SIGTERM)
                 break
         stderr_rest = p.stderr.read()
@@ -119,7 +121,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_is_exact(two_runs, text, tmp_path
     n_total = final_state(ref)[1]["step"]
     assert 0 < step < n_total  # stopped mid-run, with a checkpoint
     r = subprocess.run(jrnn_cmd("train", "--resume", "--out", out, "--epochs", "2", "--log-every", "5",
-                                "--checkpoint-every", "100", "--sample-length", "8"),
+                                "--save-every", "100", "--sample-length", "8"),
                        capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"resumed from step {step}" in r.stderr
@@ -160,7 +162,8 @@ def test_corrupt_or_mismatched_checkpoint_is_one_line(two_runs, tmp_path, capsys
     shutil.copytree(ref, other)
     cfg_path = os.path.join(other, "config.json")
     cfg = json.load(open(cfg_path))
-    json.dump({**cfg, "hidden": 16}, open(cfg_path, "w"))
+    cfg["model"]["hidden"] = 16
+    json.dump(cfg, open(cfg_path, "w"))
     r = subprocess.run(jrnn_cmd("train", "--resume", "--out", other, "--epochs", "3", "--no-progress"),
                        capture_output=True, text=True, env=ENV, timeout=300)
     _one_line_error(r, r"^jrnn train: error: checkpoint at step \d+ .* was written by a different run: "

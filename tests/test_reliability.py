@@ -11,6 +11,7 @@ is ``tests/test_data.py::test_sequential_property``; padding never changing real
 outputs is covered in ``tests/test_unroll.py``.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -45,8 +46,12 @@ def val_batches():
     return data.sequential_batches(CORPUS[:200], 2, T, 0)
 
 
-RUN = dict(estimator=RANDOMIZED, epochs=2, seed=3, batch_size=B, log_every=7, checkpoint_every=10,
-           val_batches=val_batches, progress=False, quiet=True)
+LOOP = jrnn.LoopConfig(epochs=2, seed=3, log_every=7, save_every=10, progress=False, quiet=True)
+RUN = dict(estimator=RANDOMIZED, batch_size=B, validate=jrnn.held_out(LM, val_batches), config=LOOP)
+
+
+def loop(**kw):
+    return dataclasses.replace(LOOP, **kw)
 
 
 def leaves_equal(a, b):
@@ -57,7 +62,7 @@ def leaves_equal(a, b):
 
 
 def untimed(records):
-    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "train_seconds")} for r in records]
 
 
 def jsonl(path):
@@ -69,7 +74,7 @@ def jsonl(path):
 def reference(tmp_path_factory):
     """The uninterrupted run: ``(result, out_dir)``."""
     out = tmp_path_factory.mktemp("ref")
-    return jrnn.fit(LM, ADAM, batches, out_dir=str(out), **RUN), out
+    return jrnn.fit(LM, ADAM, batches, run_dir=str(out), **RUN), out
 
 
 # --------------------------------------------------------------------- exact resume
@@ -92,9 +97,9 @@ def test_resume_after_sigint_and_after_a_crash_is_bitwise_identical(reference, t
 
     out = str(tmp_path / "sigint")
     with pytest.raises(Interrupted, match=r"interrupted by SIGINT at step 34: checkpoint saved.*resume") as e:
-        jrnn.fit(LM, ADAM, interrupting, out_dir=out, **RUN)
+        jrnn.fit(LM, ADAM, interrupting, run_dir=out, **RUN)
     assert e.value.step == 34 and Checkpointer(out).latest_step() == 34
-    res = jrnn.fit(LM, ADAM, batches, out_dir=out, resume=True, **RUN)
+    res = jrnn.fit(LM, ADAM, batches, run_dir=out, resume=True, **RUN)
     assert leaves_equal(res.state, ref.state)  # params, optimizer state, carry, step
     assert untimed(res.history) == untimed(ref.history)
     assert untimed(jsonl(f"{out}/metrics.jsonl")) == untimed(jsonl(f"{ref_dir}/metrics.jsonl"))
@@ -112,10 +117,10 @@ def test_resume_after_sigint_and_after_a_crash_is_bitwise_identical(reference, t
 
     out = str(tmp_path / "crash")
     with pytest.raises(RuntimeError, match="power cut"):
-        jrnn.fit(LM, ADAM, crashing, out_dir=out, **RUN)
+        jrnn.fit(LM, ADAM, crashing, run_dir=out, **RUN)
     assert Checkpointer(out).latest_step() == 40
     assert jsonl(f"{out}/metrics.jsonl")[-1]["step"] == 42
-    res = jrnn.fit(LM, ADAM, batches, out_dir=out, resume=True, **RUN)
+    res = jrnn.fit(LM, ADAM, batches, run_dir=out, resume=True, **RUN)
     assert leaves_equal(res.state, ref.state)
     assert untimed(jsonl(f"{out}/metrics.jsonl")) == untimed(jsonl(f"{ref_dir}/metrics.jsonl"))
 
@@ -136,10 +141,10 @@ def test_resume_twice_and_extending_epochs(reference, tmp_path):
     """A finished run resumed with more epochs equals a run with that many epochs from the start."""
     ref, _ = reference
     out = str(tmp_path / "short")
-    jrnn.fit(LM, ADAM, batches, out_dir=out, **{**RUN, "epochs": 1})
-    again = jrnn.fit(LM, ADAM, batches, out_dir=out, resume=True, **{**RUN, "epochs": 1})  # no-op
+    jrnn.fit(LM, ADAM, batches, run_dir=out, **{**RUN, "config": loop(epochs=1)})
+    again = jrnn.fit(LM, ADAM, batches, run_dir=out, resume=True, **{**RUN, "config": loop(epochs=1)})  # no-op
     assert int(again.state.step) == sum(1 for _ in batches(0))
-    res = jrnn.fit(LM, ADAM, batches, out_dir=out, resume=True, **RUN)
+    res = jrnn.fit(LM, ADAM, batches, run_dir=out, resume=True, **RUN)
     assert leaves_equal(res.state, ref.state)
     assert untimed(res.history) == untimed(ref.history)
 
@@ -148,11 +153,11 @@ def test_a_fresh_run_replaces_an_old_one_and_resume_needs_a_checkpoint(reference
     ref, ref_dir = reference
     out = str(tmp_path / "reuse")
     shutil.copytree(ref_dir, out)
-    res = jrnn.fit(LM, ADAM, batches, out_dir=out, **{**RUN, "epochs": 1})  # not resume: fresh
+    res = jrnn.fit(LM, ADAM, batches, run_dir=out, **{**RUN, "config": loop(epochs=1)})  # not resume: fresh
     assert Checkpointer(out).latest_step() == int(res.state.step) < int(ref.state.step)
     assert untimed(jsonl(f"{out}/metrics.jsonl")) == untimed(res.history)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        jrnn.fit(LM, ADAM, batches, out_dir=str(tmp_path / "empty"), resume=True, **RUN)
+        jrnn.fit(LM, ADAM, batches, run_dir=str(tmp_path / "empty"), resume=True, **RUN)
 
 
 # ------------------------------------------------------------------ non-finite guard
@@ -173,9 +178,9 @@ def reg_batches(n, nan_at=()):
     return out
 
 
-def reg_fit(bs, **kw):
-    kw = {"batch_size": 3, "progress": False, "quiet": True, **kw}
-    return jrnn.fit(REG, SGD, lambda ep: bs, **kw)
+def reg_fit(bs, state=None, run_dir=None, **kw):
+    cfg = jrnn.LoopConfig(**{"progress": False, "quiet": True, **kw})
+    return jrnn.fit(REG, SGD, lambda ep: bs, batch_size=3, config=cfg, state=state, run_dir=run_dir)
 
 
 @pytest.mark.parametrize("log_every", [1, 50])
@@ -184,7 +189,7 @@ def test_stop_on_nonfinite_keeps_the_last_good_checkpoint(tmp_path, log_every):
     out = str(tmp_path / "nan")
     with pytest.raises(jrnn.NonFiniteError, match=r"non-finite loss or gradient at step 5 \(loss=nan.*"
                                                    r"not applied; the last good checkpoint \(step 4\)") as e:
-        reg_fit(bs, out_dir=out, checkpoint_every=2, log_every=log_every)
+        reg_fit(bs, run_dir=out, save_every=2, log_every=log_every)
     assert (e.value.step, e.value.checkpoint_step) == (5, 4)
     ck = Checkpointer(out)
     assert ck.latest_step() == 4  # nothing written after the bad step
@@ -298,7 +303,7 @@ def test_a_corrupt_checkpoint_is_one_clear_error(reference, tmp_path, how):
     _corrupt(os.path.join(out, "checkpoints", str(steps[-1])), how)
     with pytest.raises(CheckpointError, match=rf"checkpoint at step {steps[-1]} .* is unreadable "
                                               rf".*an older checkpoint exists at step {steps[0]}") as e:
-        jrnn.fit(LM, ADAM, batches, out_dir=out, resume=True, **RUN)
+        jrnn.fit(LM, ADAM, batches, run_dir=out, resume=True, **RUN)
     assert "\n" not in str(e.value) and len(str(e.value)) < 700
 
 
@@ -310,7 +315,7 @@ def test_a_corrupt_checkpoint_is_one_clear_error(reference, tmp_path, how):
 def test_a_checkpoint_of_another_model_is_one_clear_error(reference, model, match):
     _, ref_dir = reference
     with pytest.raises(CheckpointError, match=rf"written by a different run: {match}"):
-        jrnn.fit(model, ADAM, batches, out_dir=str(ref_dir), resume=True, **RUN)
+        jrnn.fit(model, ADAM, batches, run_dir=str(ref_dir), resume=True, **RUN)
     # without the run fingerprint (a bare Checkpointer), the arrays still name the difference
     template = jrnn.init_state(model, ADAM, RANDOMIZED, jax.random.key(0), B)
     with pytest.raises(CheckpointError, match=r"does not match the model/optimizer: state\.params"):
@@ -320,7 +325,7 @@ def test_a_checkpoint_of_another_model_is_one_clear_error(reference, model, matc
 def test_resume_with_another_seed_or_batch_size_is_refused(reference):
     _, ref_dir = reference
     with pytest.raises(CheckpointError, match=r"seed=3 there, 4 here"):
-        jrnn.fit(LM, ADAM, batches, out_dir=str(ref_dir), resume=True, **{**RUN, "seed": 4})
+        jrnn.fit(LM, ADAM, batches, run_dir=str(ref_dir), resume=True, **{**RUN, "config": loop(seed=4)})
 
 
 # ------------------------------------------------------------------ property tests

@@ -39,7 +39,8 @@ def test_training_on_time_machine_beats_uniform_baseline(time_machine):
     params0 = model.init(jax.random.key(0))
     ppl0 = math.exp(jrnn.evaluate(model, params0, val_batches()))
     res = jrnn.fit(model, opt, lambda ep: data.batches(train, B, T, "sequential", seed=0, epoch=ep),
-                   epochs=3, batch_size=B, val_batches=val_batches, progress=False)
+                   batch_size=B, validate=jrnn.held_out(model, val_batches),
+                   config=jrnn.LoopConfig(epochs=3, progress=False))
     ppl = [h["val_ppl"] for h in res.history if "val_ppl" in h]
     # an untrained model is about uniform (perplexity ~ vocab size); trained, far below
     assert ppl0 > 0.8 * len(vocab)
@@ -203,8 +204,11 @@ def test_make_optimizer_rejects_bad_settings(kw, match):
         jrnn.make_optimizer(**{"name": "sgd", "lr": 1.0, "clip": 1.0, **kw})
 
 
-def test_fit_rejects_out_of_vocabulary_batches():
+def test_fit_rejects_out_of_vocabulary_and_batch_major_batches():
     model, _ = _toy(V=5)
-    x = np.full((2, 4), 7, np.int32)
-    with pytest.raises(ValueError, match="token id 7 outside the vocabulary"):
-        jrnn.fit(model, jrnn.make_optimizer(), lambda ep: [(x, x)], batch_size=2, progress=False)
+    x = np.full((4, 2), 7, np.int32)
+    quiet = jrnn.LoopConfig(progress=False)
+    with pytest.raises(ValueError, match="token id 7 .*outside the vocabulary"):
+        jrnn.fit(model, jrnn.make_optimizer(), lambda ep: [jrnn.Batch(x, x)], batch_size=2, config=quiet)
+    with pytest.raises(TypeError, match="must yield time-major jrnn.Batch"):
+        jrnn.fit(model, jrnn.make_optimizer(), lambda ep: [(x.T, x.T)], batch_size=2, config=quiet)

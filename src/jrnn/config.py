@@ -1,0 +1,284 @@
+"""The one config of a training run: typed dataclasses, their CLI flags and their JSON.
+
+:class:`TrainConfig` is the single source of truth for a ``jrnn train`` run:
+the CLI flags are generated from its fields (:func:`add_flags`), the run
+directory's ``config.json`` round-trips through it (:meth:`TrainConfig.to_json`,
+:meth:`TrainConfig.from_json`), and ``--resume`` reads it back. It is made of
+sections, one per concern; :class:`LoopConfig` is also what :func:`jrnn.fit`
+takes from library code. Every field is checked once, when the config is built.
+
+Each field's ``metadata`` holds its ``help`` and, where the values are a fixed
+set, its ``choices``; ``resumable=True`` marks the fields a resumed run may
+change (how long and how it trains, not what it trains).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+
+from . import validation
+
+__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "LoopConfig", "TrainConfig", "add_flags",
+           "from_flags", "build_model", "build_optimizer", "build_estimator"]
+
+
+def _f(default, help: str, choices=None, resumable: bool = False, flag: bool = True):
+    return field(default=default, metadata={"help": help, "choices": choices,
+                                            "resumable": resumable, "flag": flag})
+
+
+def _check(obj, positive=(), nonneg=(), fraction=()):
+    """Shared ``__post_init__`` checks: ints >= 1 / >= 0, choices, fractions in [0, 1)."""
+    for f in dataclasses.fields(obj):
+        v, ch = getattr(obj, f.name), f.metadata.get("choices")
+        if ch is not None and v not in ch:
+            raise ValueError(f"{f.name} must be one of {list(ch)}, got {v!r}")
+    for name in positive:
+        validation.check_int(name, getattr(obj, name), 1, allow_none=True)
+    for name in nonneg:
+        validation.check_int(name, getattr(obj, name), 0)
+    for name in fraction:
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+            raise ValueError(f"{name} must be a number in [0, 1), got {v!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the model reads and how it is cut into batches."""
+
+    corpus: str = _f("pydoc", "bundled corpus: 'pydoc' (offline) or 'timemachine' (JRNN_DATA_DIR, "
+                     "cache, or download with sha1 check)", ("pydoc", "timemachine"))
+    text: typing.Optional[str] = _f(None, "train on this text file instead of --corpus")
+    token: str = _f("char", "tokens: characters or words", ("char", "word"))
+    max_tokens: int = _f(-1, "use the first N tokens (-1: all)")
+    val_fraction: float = _f(0.1, "held-out tail for validation perplexity (0: none)")
+    sampling: str = _f("sequential", "sequential partitioning carries the hidden state across "
+                       "batches; random re-initialises it", ("sequential", "random"))
+    num_steps: int = _f(35, "sequence length T per batch")
+    batch_size: int = _f(32, "sequences per batch B")
+
+    def __post_init__(self):
+        _check(self, positive=("num_steps", "batch_size"), fraction=("val_fraction",))
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or (
+                self.max_tokens < 1 and self.max_tokens != -1):
+            raise ValueError(f"max_tokens must be -1 (all) or an integer >= 1, got {self.max_tokens!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The language model: ``layers`` stacked cells of ``hidden`` units and a dense readout."""
+
+    cell: str = _f("gru", "recurrent cell (jrnn.cells.CELLS)")
+    hidden: int = _f(256, "hidden units per layer H")
+    layers: int = _f(1, "stacked layers")
+    init: str = _f("uniform", "weight initialisation", ("uniform", "d2l", "orthogonal"))
+
+    def __post_init__(self):
+        from .cells import CELLS
+
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        _check(self, positive=("hidden", "layers"))
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """How gradients are estimated and applied."""
+
+    optimizer: str = _f("adam", "optax optimizer (jrnn.OPTIMIZERS)",
+                        ("sgd", "momentum", "adam", "adamw", "rmsprop"))
+    lr: float = _f(0.005, "learning rate")
+    clip: typing.Optional[float] = _f(1.0, "max global gradient norm ('none': no clipping)")
+    grad: str = _f("full", "gradient estimator: full | truncated:K | randomized:P | "
+                   "checkpointed[:S] | rtrl | uoro | snap1")
+
+    def __post_init__(self):
+        _check(self)
+        build_optimizer(self)  # the one place that knows the valid values
+        build_estimator(self)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """How :func:`jrnn.fit` runs: length, seeds, logging, evaluation, saving, policies."""
+
+    epochs: int = _f(1, "passes over the training data", resumable=True)
+    seed: int = _f(0, "seeds the params (key(seed)) and the step keys (fold_in(key(seed), step))")
+    seeds: int = _f(1, "train this many independently initialised models at once (jax.vmap)")
+    log_every: int = _f(50, "fetch metrics and log a record every N steps", resumable=True)
+    eval_every: typing.Optional[int] = _f(None, "also validate every N steps (besides each epoch "
+                                          "end)", resumable=True)
+    save_every: typing.Optional[int] = _f(None, "checkpoint every N steps (besides the end and "
+                                          "SIGINT/SIGTERM; 'none': only those)", resumable=True)
+    keep: int = _f(2, "checkpoints to keep", resumable=True)
+    on_nonfinite: str = _f("stop", "a NaN/Inf step: stop, or skip its update", ("stop", "skip"),
+                           resumable=True)
+    max_skips: int = _f(10, "with skip: stop after this many non-finite steps in a row",
+                        resumable=True)
+    time_limit: typing.Optional[float] = _f(None, "stop after this many seconds of training "
+                                            "(validation excluded)", resumable=True)
+    progress: bool = _f(True, "show a progress bar", resumable=True)
+    quiet: bool = _f(False, "print nothing but the progress bar and errors", resumable=True,
+                     flag=False)
+    steps_per_epoch: typing.Optional[int] = _f(None, "batches per epoch, for the progress bar",
+                                               resumable=True, flag=False)
+
+    def __post_init__(self):
+        _check(self, positive=("epochs", "seeds", "log_every", "eval_every", "save_every", "keep",
+                               "max_skips", "steps_per_epoch"), nonneg=("seed",))
+        t = self.time_limit
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0):
+            raise ValueError(f"time_limit must be a number of seconds > 0 or None, got {t!r}")
+
+
+def _cli_loop() -> LoopConfig:
+    return LoopConfig(epochs=5, log_every=25, save_every=500)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole ``jrnn train`` run. Sections: ``data``, ``model``, ``optim``, ``loop``, ``run``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loop: LoopConfig = field(default_factory=_cli_loop)
+    run: "RunConfig" = field(default_factory=lambda: RunConfig())
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        """Inverse of :meth:`to_json`; unknown or missing sections/keys are errors."""
+        d = json.loads(text)
+        if not isinstance(d, dict) or set(d) != {f.name for f in dataclasses.fields(cls)}:
+            raise ValueError(f"config.json must have the sections "
+                             f"{[f.name for f in dataclasses.fields(cls)]}, got "
+                             f"{list(d) if isinstance(d, dict) else type(d).__name__}")
+        return cls(**{name: _section(sec, d[name]) for name, sec in _sections(cls)})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where the run lives and what it prints at the end."""
+
+    out: str = _f("runs/latest", "run directory: config, vocab, metrics.jsonl, checkpoints, plot")
+    sample_length: int = _f(200, "characters (or words) generated at the end", resumable=True)
+    prefix: str = _f("the ", "prefix the generated sample continues", resumable=True)
+
+    def __post_init__(self):
+        _check(self, nonneg=("sample_length",))
+
+
+def _sections(cls=TrainConfig):
+    hints = typing.get_type_hints(cls)
+    return [(f.name, hints[f.name]) for f in dataclasses.fields(cls)]
+
+
+def _section(sec, d: dict):
+    names = {f.name for f in dataclasses.fields(sec)}
+    if not isinstance(d, dict) or set(d) - names:
+        raise ValueError(f"config section {sec.__name__}: unknown keys "
+                         f"{sorted(set(d) - names) if isinstance(d, dict) else d!r}")
+    return sec(**d)
+
+
+# ----------------------------------------------------------------------------
+# CLI flags, generated from the fields
+
+
+def _flag_type(tp):
+    """``(argparse type, is_bool)`` for a field annotation; ``Optional[X]`` also takes 'none'."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = args[0] if args else tp
+    if base is bool:
+        return None, True
+    if args:  # Optional
+        return (lambda s: None if s.lower() == "none" else base(s)), False
+    return base, False
+
+
+def add_flags(parser: argparse.ArgumentParser, defaults: TrainConfig | None = None) -> None:
+    """Add one flag per config field (``--batch-size``, ``--lr``, ...), grouped by section.
+
+    Flags default to ``argparse.SUPPRESS``, so the parsed namespace holds only
+    the flags given (what a resumed run overrides); the help shows the defaults.
+    """
+    defaults = defaults or TrainConfig()
+    for name, sec in _sections():
+        group = parser.add_argument_group(name, sec.__doc__)
+        hints = typing.get_type_hints(sec)
+        for f in dataclasses.fields(sec):
+            if not f.metadata.get("flag", True):
+                continue
+            default = getattr(getattr(defaults, name), f.name)
+            kind, is_bool = _flag_type(hints[f.name])
+            kw = dict(dest=f"{name}.{f.name}", default=argparse.SUPPRESS,
+                      help=f"{f.metadata['help']} (default: {default})")
+            flag = "--" + f.name.replace("_", "-")
+            if is_bool:
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            else:
+                group.add_argument(flag, type=kind, choices=f.metadata.get("choices"),
+                                   metavar=f.name.upper() if not f.metadata.get("choices") else None,
+                                   **kw)
+
+
+def from_flags(namespace: argparse.Namespace, base: TrainConfig | None = None,
+               resumed: bool = False) -> TrainConfig:
+    """``base`` (default :class:`TrainConfig`) with the flags given in ``namespace`` applied.
+
+    With ``resumed=True`` only ``resumable`` fields may differ from ``base``
+    (a resumed run trains the same model on the same data the same way).
+    """
+    base = base or TrainConfig()
+    given = {k: v for k, v in vars(namespace).items() if "." in k}
+    changes = {}
+    for name, sec in _sections():
+        meta = {f.name: f.metadata for f in dataclasses.fields(sec)}
+        mine = {k.split(".", 1)[1]: v for k, v in given.items() if k.split(".", 1)[0] == name}
+        if resumed:
+            fixed = [k for k, v in mine.items()
+                     if not meta[k]["resumable"] and v != getattr(getattr(base, name), k)]
+            if fixed:
+                raise ValueError(f"--resume continues the saved run; it cannot change "
+                                 f"{', '.join('--' + k.replace('_', '-') for k in fixed)} "
+                                 f"(start a fresh run in another --out instead)")
+        if mine:
+            changes[name] = dataclasses.replace(getattr(base, name), **mine)
+    return dataclasses.replace(base, **changes)
+
+
+# ----------------------------------------------------------------------------
+# what a config builds: the model, the optimizer, the estimator
+
+
+def build_model(model: ModelConfig, vocab_size: int):
+    """The char/word LM of a config: ``layers`` stacked cells and a dense readout."""
+    from . import cells, models
+
+    stack = cells.stack([cells.by_name(model.cell, model.hidden, init=model.init)
+                         for _ in range(model.layers)])
+    return models.language_model(stack, vocab_size)
+
+
+def build_optimizer(optim: OptimConfig):
+    from .step import make_optimizer
+
+    clip = optim.clip
+    if clip is not None and not (isinstance(clip, (int, float)) and math.isfinite(clip)):
+        raise ValueError(f"clip must be a finite number > 0 or None, got {clip!r}")
+    return make_optimizer(optim.optimizer, optim.lr, clip)
+
+
+def build_estimator(optim: OptimConfig):
+    from . import grads
+
+    return grads.parse(optim.grad)
