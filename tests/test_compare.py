@@ -118,6 +118,7 @@ def test_bias_variance_matches_numpy_on_the_same_draws():
     assert float(st["cos_std"]) == pytest.approx(cos.std(), rel=1e-3)
     assert float(st["rel_err"]) == pytest.approx(
         (np.linalg.norm(G - r, axis=1) / np.linalg.norm(r)).mean(), rel=1e-4)
+    assert float(st["norm"]) == pytest.approx(np.linalg.norm(G, axis=1).mean(), rel=1e-4)
     assert float(st["cos_of_mean"]) == pytest.approx(m @ r / (np.linalg.norm(m) * np.linalg.norm(r)), rel=1e-4)
 
 

@@ -141,8 +141,9 @@ def bias_variance(samples, reference) -> dict:
     Returns:
       A dict of scalars: ``n``, ``bias``, ``bias_floor``, ``bias_ratio``,
       ``variance``, ``cos`` and ``cos_std`` (mean and std over the draws of
-      each draw's cosine with ``r``), ``rel_err`` (mean over draws),
-      ``cos_of_mean`` (cosine of ``m`` with ``r``), ``ref_norm``.
+      each draw's cosine with ``r``), ``rel_err`` and ``norm`` (means over
+      draws of ``|g_k - r| / |r|`` and ``|g_k|``), ``cos_of_mean`` (cosine of
+      ``m`` with ``r``), ``ref_norm`` (``|r|``).
 
     Raises:
       TypeError, ValueError: ``samples`` is not ``reference`` with a leading
@@ -173,7 +174,7 @@ def _bias_variance(samples, reference):
             "bias_ratio": of_mean["rel_err"] / floor, "variance": variance,
             "cos": per_draw["cos"].mean(), "cos_std": per_draw["cos"].std(),
             "rel_err": per_draw["rel_err"].mean(), "cos_of_mean": of_mean["cos"],
-            "ref_norm": of_mean["ref_norm"]}
+            "norm": per_draw["norm"].mean(), "ref_norm": of_mean["ref_norm"]}
 
 
 def _compile(fn, args) -> tuple[jax.stages.Compiled, float | None]:
