@@ -86,9 +86,11 @@ def worker(out: str, steps: int, every: int) -> int:
             yield xy
 
     try:
-        jrnn.fit(model, opt, batches, epochs=epochs, seed=0, batch_size=B, log_every=50,
-                 val_batches=lambda: itertools.islice(data.sequential_batches(val, B, T, 0), 200),
-                 out_dir=out, checkpoint_every=every, resume=resume, progress=False, quiet=True)
+        loop = jrnn.LoopConfig(epochs=epochs, seed=0, log_every=50, save_every=every,
+                               progress=False, quiet=True)
+        jrnn.fit(model, opt, batches, batch_size=B, config=loop, run_dir=out, resume=resume,
+                 validate=jrnn.held_out(
+                     model, lambda: itertools.islice(data.sequential_batches(val, B, T, 0), 200)))
     except KeyboardInterrupt:
         return 143
     print("finished", flush=True)
@@ -104,7 +106,7 @@ def latest_step(out: str) -> int:
 def run_worker(out, steps, every, kill_at=None, sig=None):
     """Start a worker; if ``kill_at``, send ``sig`` once the run is past that step."""
     cmd = [sys.executable, __file__, "--worker", "--out", out, "--steps", str(steps),
-           "--checkpoint-every", str(every)]
+           "--save-every", str(every)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
     if kill_at is not None:
@@ -139,14 +141,14 @@ def final_state(out):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10_000)
-    ap.add_argument("--checkpoint-every", type=int, default=500)
+    ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--resumes", type=int, default=5)
     ap.add_argument("--out", default="/tmp/jrnn-soak")
     ap.add_argument("--json", default=None, help="write the figures here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
-        return worker(a.out, a.steps, a.checkpoint_every)
+        return worker(a.out, a.steps, a.save_every)
 
     import jax
     import numpy as np
@@ -155,7 +157,7 @@ def main(argv=None) -> int:
     for d in (ref, cut):
         shutil.rmtree(d, ignore_errors=True)
     t0 = time.perf_counter()
-    rc, o, e = run_worker(ref, a.steps, a.checkpoint_every)
+    rc, o, e = run_worker(ref, a.steps, a.save_every)
     assert rc == 0, e[-3000:]
     t_ref = time.perf_counter() - t0
 
@@ -165,12 +167,12 @@ def main(argv=None) -> int:
         sig = signal.SIGKILL if k % 2 == 0 else signal.SIGTERM
         at = (k + 1) * a.steps // (a.resumes + 1) + 137 * k  # arbitrary points, not on a checkpoint
         before = latest_step(cut)
-        rc, o, e = run_worker(cut, a.steps, a.checkpoint_every, kill_at=at, sig=sig)
+        rc, o, e = run_worker(cut, a.steps, a.save_every, kill_at=at, sig=sig)
         kills.append({"signal": signal.Signals(sig).name, "sent_after_step": at, "rc": rc,
                       "checkpoint_before": before, "checkpoint_after": latest_step(cut)})
         print(f"interruption {k + 1}: {kills[-1]}", flush=True)
         assert rc in (-signal.SIGKILL, 143), (rc, e[-3000:])
-    rc, o, e = run_worker(cut, a.steps, a.checkpoint_every)
+    rc, o, e = run_worker(cut, a.steps, a.save_every)
     assert rc == 0, e[-3000:]
     t_cut = time.perf_counter() - t0
 
@@ -200,7 +202,7 @@ def main(argv=None) -> int:
     rss = rss_stats(ref) + rss_stats(cut)
     flat = all(r["drift_after_1000_steps_mib"] <= RSS_DRIFT_BOUND_MIB for r in rss)
     report = {
-        "config": {"cell": f"gru-{H}", "T": T, "B": B, "steps": a.steps, "checkpoint_every": a.checkpoint_every,
+        "config": {"cell": f"gru-{H}", "T": T, "B": B, "steps": a.steps, "save_every": a.save_every,
                    "corpus": "pydoc (bundled)", "optimizer": "adam 0.01, clip 1.0", "device": jax.devices()[0].platform},
         "final_step": m_ref["step"], "bitwise_equal_state": same, "equal_metrics_jsonl": same_metrics,
         "val_ppl_per_epoch": [round(v, 3) for v in vals],

@@ -57,11 +57,12 @@ def run_one(name, cell_fn, lr, sampling, train, val, vocab, epochs, seed):
     opt = jrnn.make_optimizer("sgd", lr, 1.0)
     steps = data.num_batches(len(train), B, T, sampling)
     # validation: the held-out tail read as one sequence (too short for 32 x 35 batches)
-    val_xy = (val[None, :-1], val[None, 1:])
+    val_batch = jrnn.Batch(val[:-1, None], val[1:, None])  # time-major [T, 1]
     t0 = time.perf_counter()
+    loop = jrnn.LoopConfig(epochs=epochs, seed=seed, steps_per_epoch=steps, log_every=10_000)
     res = jrnn.fit(model, opt, lambda ep: data.batches(train, B, T, sampling, seed=seed, epoch=ep),
-                   epochs=epochs, seed=seed, batch_size=B, carry_over=sampling == "sequential",
-                   val_batches=lambda: [val_xy], steps_per_epoch=steps, log_every=10_000)
+                   batch_size=B, carry_over=sampling == "sequential",
+                   validate=jrnn.held_out(model, lambda: [val_batch]), config=loop)
     wall = time.perf_counter() - t0
     tr = [h for h in res.history if "train_ppl" in h]
     va = [h for h in res.history if "val_ppl" in h]

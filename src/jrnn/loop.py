@@ -24,6 +24,7 @@ import time
 from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import validation
@@ -85,7 +86,7 @@ def fit(model: Model, optimizer, train_batches: Callable[[int], Iterable[Batch]]
         run replaces the checkpoints and metrics of an earlier one.
       resume: continue from the last checkpoint in ``run_dir``; the run's
         fingerprint (cell, sizes, seed(s), batch size, estimator) must match.
-      state: start from this state instead of a fresh one (checked).
+      state: start from (a copy of) this state instead of a fresh one (checked).
 
     Returns:
       :class:`FitResult` ``(state, history)``.
@@ -155,8 +156,10 @@ class _Loop:
         if state is None:
             state = (init_state(m, optimizer, est, self.key, B) if self.seeds is None else
                      init_states(m, optimizer, est, jax.random.split(self.key, self.seeds), B))
-        elif self.seeds is None:
-            validation.check_state(m, optimizer, est, state, B)
+        else:
+            if self.seeds is None:
+                validation.check_state(m, optimizer, est, state, B)
+            state = jax.tree.map(jnp.copy, state)  # the step donates its input: keep the caller's
         self.state = state
         self.pos = _Position(int(np.max(jax.device_get(state.step))), 0, 0)
         if self.run is not None and resume:
