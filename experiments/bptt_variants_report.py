@@ -43,7 +43,7 @@ def markdown(res: dict) -> str:
               f"initialisation, 'trained' = after {acc['pretrain_updates']} full-BPTT Adam updates. "
               f"{acc['metric_note']}. Stochastic estimators: mean over {acc['keys']} keys; bias = "
               f"|mean - full|/|full| (its Monte-Carlo floor sqrt(var/keys) in brackets), variance = "
-              f"mean |g - mean|² / |full|².", ""]
+              f"sum |g - mean|² / (keys - 1) / |full|² (jrnn.compare.bias_variance).", ""]
         hdr = "| estimator | " + " | ".join(f"cos ({n}) | rel. err ({n})" for n in names) + \
               " | bias (trained) | variance (trained) |"
         L += [hdr, "|" + "---|" * (hdr.count("|") - 1)]

@@ -243,8 +243,8 @@ def step_time(fn, *args, repeats: int = 10, warmup: int = 1) -> dict:
     compiled, compile_s = _compile(fn, args)
     flat, tree = jax.tree.flatten(args)
     donated = [bool(getattr(i, "donated", False)) for i in jax.tree.leaves(compiled.args_info)]
-    if len(donated) != len(flat):
-        donated = [False] * len(flat)
+    if len(donated) != len(flat):  # not matched leaf for leaf: copy every array, to be safe
+        donated = [isinstance(a, jax.Array) for a in flat]
 
     def fresh():
         leaves = [jnp.array(a, copy=True) if d else a for a, d in zip(flat, donated)]
