@@ -8,7 +8,8 @@ code's own output:
   ``r, z, n``, ``b_hn`` inside ``r * (...)``);
 - ``flax.linen.LSTMCell`` / ``flax.linen.GRUCell`` given the same weights;
 - NumPy versions of torch's documented ``nn.RNN/LSTM/GRU`` equations, fed a fake
-  torch-style ``state_dict`` through :func:`jrnn.from_torch`;
+  torch-style ``state_dict`` through :func:`jrnn.interop.from_torch`, and
+  ``torch.nn.RNN/LSTM/GRU`` modules themselves (``bias=False`` included);
 - ``jax.test_util.check_grads`` (finite differences, in float64) for gradients;
 - ``jax.nn.one_hot(ids, V) @ W + b`` for integer token inputs.
 """
@@ -22,19 +23,22 @@ from jax.test_util import check_grads
 
 import jrnn
 from jrnn import LSTMState
+from jrnn.cells import CELLS as REGISTRY
+from jrnn.cells import by_name
+from jrnn.interop import from_torch
 
 D, H, B, V = 3, 5, 4, 7  # input width, hidden width, batch, vocabulary; all distinct
 RTOL = ATOL = 1e-5
 
-# name -> constructor(hidden_size); the names select the NumPy reference below.
+# registry name -> constructor(hidden_size); the names select the NumPy reference below.
 CELLS = {
-    "elman-tanh": lambda h: jrnn.elman(h, activation="tanh"),
-    "elman-relu": lambda h: jrnn.elman(h, activation="relu"),
+    "rnn": lambda h: jrnn.elman(h, activation="tanh"),
+    "rnn-relu": lambda h: jrnn.elman(h, activation="relu"),
     "lstm": jrnn.lstm,
     "gru": jrnn.gru,
 }
 # Where each cell keeps its input matrix and the bias added in ``project`` (documented).
-INPUT_PARAMS = {"elman-tanh": ("W_xh", "b_h"), "elman-relu": ("W_xh", "b_h"),
+INPUT_PARAMS = {"rnn": ("W_xh", "b_h"), "rnn-relu": ("W_xh", "b_h"),
                 "lstm": ("W_x", "b"), "gru": ("W_x", "b_x")}
 
 
@@ -81,8 +85,8 @@ def np_step(name, p, carry, x):
     p = {k: np.asarray(v, np.float64) for k, v in p.items()}
     x = np.asarray(x, np.float64)
     carry = jax.tree.map(lambda a: np.asarray(a, np.float64), carry)
-    if name.startswith("elman"):
-        return np_elman(p, carry, x, name.split("-")[1])
+    if name.startswith("rnn"):
+        return np_elman(p, carry, x, "relu" if name == "rnn-relu" else "tanh")
     return {"lstm": np_lstm, "gru": np_gru}[name](p, carry, x)
 
 
@@ -273,8 +277,8 @@ def torch_state_dict(gates, rng, layers=1):
 
 
 TORCH = {  # name -> (from_torch kind, gates, reference step)
-    "elman-tanh": ("elman", 1, lambda sd, c, x: torch_rnn(sd, c, x, "tanh")),
-    "elman-relu": ("elman", 1, lambda sd, c, x: torch_rnn(sd, c, x, "relu")),
+    "rnn": ("rnn", 1, lambda sd, c, x: torch_rnn(sd, c, x, "tanh")),
+    "rnn-relu": ("rnn-relu", 1, lambda sd, c, x: torch_rnn(sd, c, x, "relu")),
     "lstm": ("lstm", 4, torch_lstm),
     "gru": ("gru", 3, torch_gru),
 }
@@ -286,7 +290,7 @@ def test_from_torch_matches_torch_equations(name):
     sd = torch_state_dict(gates, np.random.default_rng(0))
     sd64 = {k: v.astype(np.float64) for k, v in sd.items()}
     cell = CELLS[name](H)
-    p = jrnn.from_torch(kind, sd)
+    p = from_torch(kind, sd)
     assert jax.tree.map(jnp.shape, p) == jax.tree.map(jnp.shape, random_params(cell, 0, D))
     carry = random_carry(cell, 8, (B,))
     ref_carry = jax.tree.map(lambda a: np.asarray(a, np.float64), tuple(carry) if name == "lstm"
@@ -301,15 +305,48 @@ def test_from_torch_matches_torch_equations(name):
 
 def test_from_torch_picks_layer_and_rejects_unknown_kind():
     sd = torch_state_dict(4, np.random.default_rng(0), layers=2)
-    p1 = jrnn.from_torch("lstm", sd, layer=1)
+    p1 = from_torch("lstm", sd, layer=1)
     np.testing.assert_array_equal(p1["W_x"], sd["weight_ih_l1"].T)
     np.testing.assert_array_equal(p1["W_h"], sd["weight_hh_l1"].T)
     np.testing.assert_allclose(p1["b"], sd["bias_ih_l1"] + sd["bias_hh_l1"], rtol=RTOL)
     with pytest.raises(ValueError, match="rnn_tanh"):
-        jrnn.from_torch("rnn_tanh", sd)
+        from_torch("rnn_tanh", sd)
+    with pytest.raises(ValueError, match=r"kind must be one of rnn, rnn-relu, lstm, gru, got 'elman'"):
+        from_torch("elman", sd)  # one name per cell: the registry's
+    with pytest.raises(ValueError, match=r"state_dict has no weight_ih_l2, weight_hh_l2 \(layer 2\)"):
+        from_torch("lstm", sd, layer=2)
+    with pytest.raises(ValueError, match=r"'gru' weights are weight_ih \[3\*H, D\]"):
+        from_torch("gru", sd)  # LSTM weights
+    assert jrnn.cells.from_torch is from_torch  # the old import path still works
 
 
-# --------------------------------------------------------------------------- 4. gradients
+TORCH_MODULES = {"rnn": "RNN", "rnn-relu": "RNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("kind", TORCH_MODULES)
+def test_from_torch_matches_torch_modules(kind, bias):
+    """Two-layer torch modules (``bias=False`` too), read through ``named_parameters()``
+    (tensors that require grad) and the module itself, against the module's own outputs."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    kw = {"nonlinearity": "relu"} if kind == "rnn-relu" else {}
+    module = getattr(torch.nn, TORCH_MODULES[kind])(D, H, num_layers=2, bias=bias, **kw)
+    x = torch.randn(6, B, D)
+    with torch.no_grad():
+        ref = module(x)[0].numpy()
+    assert all(p.requires_grad for p in module.parameters())
+    params = tuple(from_torch(kind, module.named_parameters(), layer=l) for l in range(2))
+    same = from_torch(kind, module, layer=1)
+    assert_trees_close(same, params[1], rtol=0, atol=0)
+    if not bias:
+        assert all(not np.any(np.asarray(a)) for k, a in params[0].items() if k.startswith("b"))
+    cell = jrnn.stack([by_name(kind, H), by_name(kind, H)])
+    hs, _ = jrnn.unroll(cell, params, jnp.asarray(x.numpy()))
+    assert_trees_close(hs, ref)
+
+
+# --------------------------------------------------------------------------- 4. gradients# --------------------------------------------------------------------------- 4. gradients
 
 
 @pytest.mark.parametrize("name", CELLS)
@@ -397,6 +434,40 @@ def test_rejects_unknown_activation():
 def test_stack_rejects_empty_or_non_cells(cells):
     with pytest.raises(TypeError):
         jrnn.stack(cells)
+
+
+# --------------------------------------------------------------------------- 11b. registry, capabilities
+
+
+def test_registry_names_are_the_cells_names():
+    assert list(REGISTRY) == ["rnn", "rnn-relu", "lstm", "gru"]
+    for name in REGISTRY:
+        cell = by_name(name, H)
+        assert cell.name == name and cell.hidden_size == H
+        assert cell.apply(random_params(cell, 0, D), cell.initial_carry((B,)), jnp.ones((B, D)))[1].shape == (B, H)
+    assert by_name("lstm", H, forget_bias=1.0).init(jax.random.key(0), D)["b"][H] > 0.5  # kwargs reach the constructor
+    assert by_name("rnn-relu", H).name == jrnn.elman(H, "relu").name == "rnn-relu"
+    assert jrnn.stack([by_name("lstm", H), by_name("lstm", H)]).name == "2xlstm"
+    assert jrnn.stack([by_name("rnn", H), by_name("gru", H)]).name == "rnnxgru"
+
+
+def test_unknown_cell_name_lists_the_choices():
+    with pytest.raises(ValueError, match=r"unknown cell 'elman'; choose from rnn, rnn-relu, lstm, gru"):
+        by_name("elman", H)
+
+
+@pytest.mark.parametrize("name, blocks", [("rnn", 1), ("rnn-relu", 1), ("lstm", 2), ("gru", 1)])
+def test_capabilities_are_declared_fields(name, blocks):
+    cell = by_name(name, H)
+    assert isinstance(cell.fast, jrnn.cells.FastRecurrence) and cell.layers is None
+    assert cell.unit_blocks == blocks
+    p, carry, x = random_params(cell, 1, D), random_carry(cell, 2, (B,)), normal(3, (B, D))
+    xp = cell.project(p, x)
+    assert_trees_close(cell.fast.step(p, carry, xp), cell.step(p, carry, xp))  # the rule describes step
+    deep = jrnn.stack([cell, by_name("gru", H)])
+    assert deep.layers == (cell, deep.layers[1]) and deep.fast is None and deep.unit_blocks is None
+    plain = jrnn.Cell(cell.init, cell.initial_carry, cell.project, cell.step, H, "mine")
+    assert (plain.fast, plain.layers, plain.unit_blocks) == (None, None, None)  # all optional
 
 
 # --------------------------------------------------------------------------- 12. unbatched / vmap

@@ -1,15 +1,17 @@
-"""The fast recurrence path of ``unroll`` (``unroll._fast_recurrence``) against plain references.
+"""The fast recurrence path of ``unroll`` (``jrnn._fast``) against plain references.
 
-``unroll`` runs the ``elman``/``lstm``/``gru`` cells through a ``jax.custom_jvp``
-with a hand-written tangent rule (weight term of all steps as one product, a
-lean tangent scan). These tests check that it computes exactly what plain
+``unroll`` runs every cell that supplies ``Cell.fast`` (a
+:class:`jrnn.cells.FastRecurrence`: the ``elman``/``lstm``/``gru`` cells, and a
+user-defined leaky cell written below) through a ``jax.custom_jvp`` with a
+hand-written tangent rule (weight term of all steps as one product, a lean
+tangent scan). These tests check that it computes exactly what plain
 autodiff computes:
 
 - against a plain Python loop over ``cell.step`` on each sequence alone (its
   own length, flipped by hand for ``reverse``), differentiated with
   ``jax.grad`` / ``jax.jvp`` -- values, reverse-mode and forward-mode
   derivatives w.r.t. params, initial carry and inputs, in float64;
-- against the plain ``lax.scan`` path (the private switch ``_FAST_PATH``);
+- against the plain ``lax.scan`` path (``unroll(..., fast_path=False)``);
 - stacks, which ``unroll`` runs layer by layer (each layer on the fast path),
   in every test over ``CELLS``: a 3-layer lstm/gru/elman stack against the Python loop
   over the stacked step;
@@ -18,8 +20,6 @@ autodiff computes:
   checkpointing fall back to the plain path.
 """
 
-import importlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,16 +27,14 @@ import pytest
 from jax.test_util import check_grads
 
 import jrnn
-
-U = importlib.import_module("jrnn.scan")  # the module (``jrnn.unroll`` is the function)
-C = importlib.import_module("jrnn.cells")
+from jrnn.cells import Cell, FastRecurrence
 
 T, B, D, H = 7, 3, 4, 5
 LENGTHS = np.array([7, 2, 5])
 F64 = jnp.float64  # the tests run in float64 (x64 fixture); the cells are built for it
 CELLS = {
-    "elman-tanh": lambda: jrnn.elman(H, "tanh", dtype=F64),
-    "elman-relu": lambda: jrnn.elman(H, "relu", dtype=F64),
+    "rnn": lambda: jrnn.elman(H, "tanh", dtype=F64),
+    "rnn-relu": lambda: jrnn.elman(H, "relu", dtype=F64),
     "lstm": lambda: jrnn.lstm(H, dtype=F64),
     "gru": lambda: jrnn.gru(H, dtype=F64),
     # a stack runs layer by layer, each layer on the fast path (unroll._unroll_layers)
@@ -50,14 +48,6 @@ OPT_IDS = ["plain", "reverse", "lengths", "lengths-reverse"]
 def x64():
     with jax.enable_x64(True):
         yield
-
-
-@pytest.fixture
-def plain_path():
-    old = U._FAST_PATH
-    U._FAST_PATH = False
-    yield
-    U._FAST_PATH = old
 
 
 def f64(tree):
@@ -112,7 +102,7 @@ def assert_close(a, b, tol=1e-10):
 @pytest.mark.parametrize("name", CELLS)
 def test_values_and_gradients_match_python_loop(name, opts):
     cell, params, carry, xs = setup(name)
-    assert C._split_of(cell) is not None or C._layers_of(cell) is not None  # the fast path is taken
+    assert cell.fast is not None or cell.layers is not None  # the fast path is taken
     w = jnp.asarray(np.random.default_rng(9).normal(size=(T, B, H)))
     fast = objective(lambda p, c, x: jrnn.unroll(cell, p, x, c, **opts), w)
     ref = objective(lambda p, c, x: reference(cell, p, x, c, **opts), w)
@@ -131,18 +121,13 @@ def test_values_and_gradients_match_python_loop(name, opts):
 def test_fast_path_equals_plain_scan(name, opts):
     cell, params, carry, xs = setup(name, seed=3)
     w = jnp.asarray(np.random.default_rng(4).normal(size=(T, B, H)))
-    f = objective(lambda p, c, x: jrnn.unroll(cell, p, x, c, **opts), w)
-    g = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))
-    fast = g(params, carry, xs)
-    U._FAST_PATH = False
-    try:
-        plain = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(params, carry, xs)
-    finally:
-        U._FAST_PATH = True
+    f = lambda fp: objective(lambda p, c, x: jrnn.unroll(cell, p, x, c, fast_path=fp, **opts), w)
+    fast = jax.jit(jax.value_and_grad(f(True), argnums=(0, 1, 2)))(params, carry, xs)
+    plain = jax.jit(jax.value_and_grad(f(False), argnums=(0, 1, 2)))(params, carry, xs)
     assert_close(fast, plain)
 
 
-# not elman-relu: finite differences straddle relu's kink (the plain scan fails this check as well);
+# not rnn-relu: finite differences straddle relu's kink (the plain scan fails this check as well);
 # its first derivatives are covered above against the Python loop
 @pytest.mark.parametrize("name", ["lstm"])  # one cell: second order is slow to compile (~12 s per cell)
 def test_second_order_check_grads(name):
@@ -210,17 +195,19 @@ def test_hooks_and_checkpointing_fall_back_to_plain_scan(name):
     assert _uses_fast_path(run(lengths=LENGTHS, reverse=True), params)
     hook = lambda t, c: jax.tree.map(lambda a: jnp.where(t % 3 == 0, jax.lax.stop_gradient(a), a), c)
     assert not _uses_fast_path(run(before_step=hook), params)
-    assert not _uses_fast_path(run(checkpoint_every=3), params)
+    assert not _uses_fast_path(run(remat_every=3), params)
+    assert not _uses_fast_path(run(fast_path=False), params)
     # and they still compute the same values as the fast path
     assert_close(run(before_step=hook)(params), run()(params))
-    assert_close(jax.grad(lambda p: jnp.sum(jnp.sin(run(checkpoint_every=3)(p))))(params),
+    assert_close(jax.grad(lambda p: jnp.sum(jnp.sin(run(remat_every=3)(p))))(params),
           jax.grad(lambda p: jnp.sum(jnp.sin(run()(p))))(params))
 
 
 def test_custom_cells_and_stacks_of_them_use_the_plain_path():
     g = jrnn.gru(H, dtype=F64)
-    custom = g._replace(step=lambda p, c, x: g.step(p, c, x))  # same math, another step function
-    assert C._split_of(custom) is None
+    # same math, another step function, no fast rule declared
+    custom = g._replace(step=lambda p, c, x: g.step(p, c, x), fast=None)
+    assert custom.fast is None
     params = g.init(jax.random.key(0), D)
     xs = jnp.asarray(np.random.default_rng(0).normal(size=(T, B, D)))
     assert_close(jrnn.unroll(custom, params, xs), jrnn.unroll(g, params, xs))
@@ -229,12 +216,72 @@ def test_custom_cells_and_stacks_of_them_use_the_plain_path():
     p2 = deep.init(jax.random.key(1), D)
     fn = lambda p: jrnn.unroll(deep, p, xs, lengths=LENGTHS)
     assert str(jax.make_jaxpr(fn)(p2)).count("jvp=_fast_recurrence_jvp") == 1  # the gru layer only
-    U._FAST_PATH = False
-    try:
-        plain = fn(p2), jax.grad(lambda p: jnp.sum(jnp.sin(fn(p)[0])))(p2)
-    finally:
-        U._FAST_PATH = True
+    slow = lambda p: jrnn.unroll(deep, p, xs, lengths=LENGTHS, fast_path=False)
+    plain = slow(p2), jax.grad(lambda p: jnp.sum(jnp.sin(slow(p)[0])))(p2)
     assert_close((fn(p2), jax.grad(lambda p: jnp.sum(jnp.sin(fn(p)[0])))(p2)), plain)
+
+
+def leaky(hidden, a=0.3):
+    """A cell written by a user, with its own fast rule: ``h' = (1-a) h + a tanh(x W_x + b + h W_h)``.
+
+    The tangent is derived by hand here: ``dh' = (1-a) dh + a (1 - u^2) (dxp + dzh)``
+    with ``u = tanh(xp + zh)``.
+    """
+    def init(key, d):
+        kx, kh, kb = jax.random.split(key, 3)
+        return {"W_x": 0.5 * jax.random.normal(kx, (d, hidden), F64),
+                "W_h": 0.5 * jax.random.normal(kh, (hidden, hidden), F64),
+                "b": 0.1 * jax.random.normal(kb, (hidden,), F64)}
+
+    def initial_carry(batch_shape=()):
+        return jnp.zeros((*batch_shape, hidden), F64)
+
+    def project(p, xs):
+        return xs @ p["W_x"] + p["b"]
+
+    def step(p, h, xp):
+        h = (1 - a) * h + a * jnp.tanh(xp + h @ p["W_h"])
+        return h, h
+
+    def forward(p, h, xp, zh):
+        u = jnp.tanh(xp + zh)
+        h = (1 - a) * h + a * u
+        return h, h, u
+
+    def coefficients(p, prev, new, u):
+        return a * (1 - u * u)
+
+    def tangent(k, dh, dxp, dzh):
+        dh = (1 - a) * dh + k * (dxp + dzh)
+        return dh, dh
+
+    fast = FastRecurrence("W_h", lambda h: h, forward, coefficients, tangent, additive=True)
+    return Cell(init, initial_carry, project, step, hidden, "leaky", fast=fast, unit_blocks=1)
+
+
+@pytest.mark.parametrize("opts", [OPTS[0], OPTS[3]], ids=[OPT_IDS[0], OPT_IDS[3]])
+@pytest.mark.parametrize("deep", [False, True], ids=["cell", "stack"])
+def test_user_defined_cell_on_the_fast_path_equals_the_plain_scan(deep, opts):
+    cell = jrnn.stack([leaky(H), leaky(H, a=0.7)]) if deep else leaky(H)
+    params = cell.init(jax.random.key(3), D)
+    rng = np.random.default_rng(17)
+    carry = f64(jax.tree.map(lambda a: 0.5 * rng.normal(size=a.shape), cell.initial_carry((B,))))
+    xs = jnp.asarray(rng.normal(size=(T, B, D)))
+    run = lambda fp: (lambda p, c, x: jrnn.unroll(cell, p, x, c, fast_path=fp, **opts))
+    assert _uses_fast_path(lambda p: run(True)(p, carry, xs)[0], params)
+    assert not _uses_fast_path(lambda p: run(False)(p, carry, xs)[0], params)
+    w = jnp.asarray(rng.normal(size=(T, B, H)))
+    fast, plain = objective(run(True), w), objective(run(False), w)
+    assert_close(run(True)(params, carry, xs), run(False)(params, carry, xs))
+    assert_close(run(True)(params, carry, xs), reference(cell, params, xs, carry, **opts))
+    assert_close(jax.value_and_grad(fast, argnums=(0, 1, 2))(params, carry, xs),
+                 jax.value_and_grad(plain, argnums=(0, 1, 2))(params, carry, xs))
+    tangents = (jax.tree.map(jnp.ones_like, params), jax.tree.map(jnp.ones_like, carry), jnp.ones_like(xs))
+    assert_close(jax.jvp(fast, (params, carry, xs), tangents), jax.jvp(plain, (params, carry, xs), tangents))
+    check_grads(fast, (params, carry, xs), order=1, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
+    if not deep:  # the rule's own step helper is the cell's step
+        xp = cell.project(params, xs[0])
+        assert_close(cell.fast.step(params, carry, xp), cell.step(params, carry, xp))
 
 
 def test_stack_rejects_a_carry_that_is_not_one_per_layer():
@@ -245,25 +292,21 @@ def test_stack_rejects_a_carry_that_is_not_one_per_layer():
 
 
 def test_train_step_same_updates_on_both_paths():
-    model = jrnn.language_model(jrnn.lstm(8), 11)
+    cell = jrnn.lstm(8)
     opt, est = jrnn.make_optimizer("sgd", 1.0, 1.0), jrnn.grads.full()
     rng = np.random.default_rng(0)
     batches = [jrnn.Batch(jnp.asarray(rng.integers(0, 11, (6, 4)), jnp.int32),
                           jnp.asarray(rng.integers(0, 11, (6, 4)), jnp.int32)) for _ in range(3)]
 
-    def train():
+    def train(cell):
+        model = jrnn.language_model(cell, 11)
         state = jrnn.init_state(model, opt, est, jax.random.key(0), 4)
         step = jrnn.train_step(model, opt, est)
         for b in batches:
             state, m = step(state, b, jax.random.key(1))
         return state.params, m["loss"]
 
-    fast = train()
-    U._FAST_PATH = False
-    try:
-        plain = train()
-    finally:
-        U._FAST_PATH = True
+    fast, plain = train(cell), train(cell._replace(fast=None))  # without the capability: plain scan
     assert_close(fast, plain, tol=2e-5)  # float32 model
 
 
@@ -290,7 +333,7 @@ def test_carry_grad_scale_equals_the_same_scaling_done_by_a_hook(name, opts):
     assert_close(jax.grad(objective(lambda p, c, x: jrnn.unroll(cell, p, x, c, carry_grad_scale=jnp.ones(T),
                                                                 **opts), w))(params, carry, xs),
                  jax.grad(full)(params, carry, xs))
-    ckpt = objective(lambda p, c, x: jrnn.unroll(cell, p, x, c, carry_grad_scale=g, checkpoint_every=3, **opts), w)
+    ckpt = objective(lambda p, c, x: jrnn.unroll(cell, p, x, c, carry_grad_scale=g, remat_every=3, **opts), w)
     assert_close(jax.grad(ckpt, argnums=(0, 1))(params, carry, xs), jax.grad(scaled, argnums=(0, 1))(params, carry, xs))
 
 

@@ -436,7 +436,7 @@ def test_snap1(cell):
 
 @pytest.mark.parametrize("cell", [
     jrnn.stack([jrnn.elman(3), jrnn.elman(3)]),
-    jrnn.stack([jrnn.elman(3), jrnn.lstm(4)]),  # named "elman-tanhxlstm"
+    jrnn.stack([jrnn.elman(3), jrnn.lstm(4)]),  # named "rnnxlstm"
     jrnn.stack([jrnn.gru(3), jrnn.gru(3)]),
 ])
 def test_snap1_rejects_stacked_cells(cell):
@@ -446,6 +446,29 @@ def test_snap1_rejects_stacked_cells(cell):
     carry = OnlineCarry(cell.initial_carry((2,)), None)
     with pytest.raises(ValueError, match="snap1"):
         G.snap1().value_and_grad(model, params, carry, batch, None)
+
+
+def test_snap1_asks_the_cell_not_its_name():
+    """A cell declares the SnAp-1 pattern with ``unit_blocks``; the name plays no part."""
+    T, B = 2, 2
+    mine = jrnn.gru(3)._replace(name="my-gru")  # declares unit_blocks=1, an unknown name
+    model, params, batch = _problem(mine, T=T, B=B, seed=8)
+    snap, rtrl = G.snap1(), G.rtrl()
+
+    @_jit
+    def run(params):
+        return [e.value_and_grad(model, params, e.init_carry(model, params, (B,)), batch, None)[1]
+                for e in (snap, rtrl)]
+
+    s, r = run(params)
+    _assert_close(s, r, rtol=1e-5, atol=1e-7, what="T=2: SnAp-1 is exact")
+    undeclared = jrnn.language_model(jrnn.gru(3)._replace(unit_blocks=None), 4)
+    with pytest.raises(ValueError, match=r"snap1 needs a cell with the one-step sparsity pattern "
+                                         r"\(Cell\.unit_blocks"):
+        snap.init_carry(undeclared, params, (B,))
+    wrong = jrnn.language_model(jrnn.gru(3)._replace(unit_blocks=2), 4)
+    with pytest.raises(ValueError, match=r"declares unit_blocks=2 but has carry size 3, expected 2 x 3"):
+        snap.init_carry(wrong, params, (B,))
 
 
 # --------------------------------------------------------------------------- training

@@ -1,4 +1,4 @@
-"""Tests for jrnn.unroll: unroll / bidirectional / stacked cells against hand-written loops.
+"""Tests for jrnn.scan: unroll / bidirectional / stacked cells against hand-written loops.
 
 The reference everywhere is a plain Python loop over ``cell.apply`` (one step at
 a time, no ``lax.scan``), run on each sequence alone at its own length and
@@ -20,7 +20,7 @@ from jax.test_util import check_grads
 import jrnn
 from jrnn.scan import _flip_within
 
-T, B, D, H = 12, 4, 3, 5  # T long enough for checkpoint segments 4 (divisor) and 5 (not)
+T, B, D, H = 12, 4, 3, 5  # T long enough for remat segments 4 (divisor) and 5 (not)
 LENGTHS = np.array([5, 1, 12, 9])  # includes 1 and T, not sorted
 RTOL = ATOL = 1e-5
 
@@ -170,10 +170,10 @@ def plain_values_and_grads(name):
     ("lstm", 1, 1), ("lstm", 4, 1), ("lstm", 5, 1),  # 4 divides T = 12, 5 does not
     ("gru", 5, 1), ("elman", 5, 2),
 ])
-def test_checkpointed_unroll_matches_plain(name, every, unroll):
+def test_rematerialised_unroll_matches_plain(name, every, unroll):
     cell, _ = make(name)
     ref_outs, ref_grads, args = plain_values_and_grads(name)
-    (_, outs), grads = loss_and_outputs(cell, checkpoint_every=every, unroll=unroll)(*args)
+    (_, outs), grads = loss_and_outputs(cell, remat_every=every, unroll=unroll)(*args)
     assert_trees_close(outs, ref_outs)
     assert_trees_close(grads, ref_grads)
 
@@ -184,16 +184,16 @@ def test_checkpointed_unroll_matches_plain(name, every, unroll):
 GRAD_OPTS = {
     "plain": {},
     "lengths-reverse": {"lengths": np.array([3, 1]), "reverse": True},
-    "lengths-checkpoint": {"lengths": np.array([2, 3]), "checkpoint_every": 2},
+    "lengths-remat": {"lengths": np.array([2, 3]), "remat_every": 2},
 }
 
 
 @pytest.mark.parametrize("name, opts", [
-    ("gru", "lengths-reverse"), ("lstm", "plain"), ("elman", "lengths-checkpoint")])
+    ("gru", "lengths-reverse"), ("lstm", "plain"), ("elman", "lengths-remat")])
 def test_unroll_check_grads(name, opts):
     opts = GRAD_OPTS[opts]
-    # checkpointed loops are documented reverse-mode only
-    modes = ["rev"] if "checkpoint_every" in opts else ["fwd", "rev"]
+    # rematerialised loops are documented reverse-mode only
+    modes = ["rev"] if "remat_every" in opts else ["fwd", "rev"]
     with jax.enable_x64(True):
         cell = CELLS[name](H, dtype=jnp.float64)  # unroll checks params/carry against the cell's dtype
         to64 = functools.partial(jax.tree.map, lambda a: jnp.asarray(a, jnp.float64))
@@ -209,12 +209,12 @@ def test_unroll_check_grads(name, opts):
 MASK_OPTS = {
     "forward": {},
     "reverse": {"reverse": True},
-    "checkpoint5": {"checkpoint_every": 5},
-    "reverse-checkpoint5-unroll2": {"reverse": True, "checkpoint_every": 5, "unroll": 2},
+    "remat5": {"remat_every": 5},
+    "reverse-remat5-unroll2": {"reverse": True, "remat_every": 5, "unroll": 2},
 }
 MASK_CASES = ([(name, opts) for name in CELLS for opts in ("forward", "reverse")]
-              + [("lstm", "checkpoint5"), ("gru", "reverse-checkpoint5-unroll2"),
-                 ("stack", "reverse-checkpoint5-unroll2")])
+              + [("lstm", "remat5"), ("gru", "reverse-remat5-unroll2"),
+                 ("stack", "reverse-remat5-unroll2")])
 
 
 @pytest.mark.parametrize("name, opts", MASK_CASES)
@@ -265,7 +265,7 @@ def test_masked_grads_equal_sum_of_per_sequence_grads(name, reverse):
 def test_reverse_without_lengths_is_flipped_unroll(name, every):
     cell, apply = make(name)
     p, c0, xs = random_params(cell, 0), random_carry(cell, 1), normal(2, (T, B, D))
-    hs, carry = jrnn.unroll(cell, p, xs, c0, reverse=True, checkpoint_every=every)
+    hs, carry = jrnn.unroll(cell, p, xs, c0, reverse=True, remat_every=every)
     ref_hs, ref_carry = loop(apply, p, np.asarray(xs)[::-1], c0, np.stack)
     assert_trees_close((hs, carry), (ref_hs[::-1], ref_carry))
 
@@ -403,10 +403,99 @@ def test_lengths_non_integer(lengths):
 
 
 @pytest.mark.parametrize("every", [0, -1, 2.5])
-def test_bad_checkpoint_every(every):
+def test_bad_remat_every(every):
     cell, p, xs = _small()
-    with pytest.raises(ValueError, match="checkpoint_every"):
-        jrnn.unroll(cell, p, xs, checkpoint_every=every)
+    with pytest.raises(ValueError, match="remat_every must be an integer >= 1"):
+        jrnn.unroll(cell, p, xs, remat_every=every)
+
+
+@pytest.mark.parametrize("ids", ["numpy", "device"])
+def test_integer_data_into_a_float_cell_says_what_the_cell_expects(ids):
+    cell, p, _ = _small()  # initialised for float inputs of width D = 3
+    xs = np.zeros((T, B), np.int32)
+    xs[4, 1] = 5
+    xs = xs if ids == "numpy" else jnp.asarray(xs)
+    with pytest.raises(ValueError, match=r"xs contains token id 5 outside the vocabulary \[0, 3\) at "
+                                         r"position \(t=4, b=1\); the cell's params were initialised "
+                                         r"for input_size=3.*float inputs \[\.\.\., 3\]"):
+        jrnn.unroll(cell, p, xs)
+
+
+def test_negative_token_ids_are_refused_with_their_position():
+    V = 6
+    cell, _ = make("gru")
+    p = random_params(cell, 0, input_size=V)
+    ids = np.ones((T, B), np.int32)
+    ids[7, 2] = -1  # would wrap to V - 1 in the gather
+    for xs in (ids, jnp.asarray(ids)):
+        with pytest.raises(ValueError, match=r"xs contains token id -1 outside the vocabulary "
+                                             r"\[0, 6\) at position \(t=7, b=2\)"):
+            jrnn.unroll(cell, p, xs)
+
+
+def test_float_inputs_into_a_bfloat16_cell_are_named():
+    cell = jrnn.gru(H, dtype=jnp.bfloat16)
+    p = cell.init(jax.random.key(0), D)
+    xs = normal(2, (T, B, D))  # float32
+    with pytest.raises(TypeError, match=r"xs has dtype float32 but the cell's params are bfloat16.*"
+                                        r"xs\.astype\(jnp\.bfloat16\)"):
+        jrnn.unroll(cell, p, xs)
+    hs, _ = jrnn.unroll(cell, p, xs.astype(jnp.bfloat16))  # the cast the message suggests works
+    assert hs.dtype == jnp.bfloat16
+
+
+def test_a_1d_float_input_is_named():
+    cell, p, _ = _small()
+    with pytest.raises(ValueError, match=r"xs is a 1-D float array of shape \(12,\), but float inputs "
+                                         r"are \[T, B\.\.\., D\]"):
+        jrnn.unroll(cell, p, jnp.ones((T,)))
+
+
+def test_lengths_captured_as_a_constant_inside_jit_checkpoint_and_scan():
+    """A concrete ``jnp`` lengths array closed over by traced code: no ConcretizationTypeError."""
+    cell, p, _ = _small()
+    xs = padded_inputs(2, LENGTHS)
+    L = jnp.asarray(LENGTHS)
+    f = lambda p, xs: jrnn.unroll(cell, p, xs, lengths=L)[0]
+    ref = f(p, xs)
+    assert_trees_close(jax.jit(f)(p, xs), ref)
+    assert_trees_close(jax.checkpoint(f)(p, xs), ref)
+    _, hs = jax.lax.scan(lambda c, x: (c, f(p, x)), 0, xs[None])
+    assert_trees_close(hs[0], ref)
+    # the range is still checked on the captured constant
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, T=12\], got min 0"):
+        bad = jnp.asarray([0, 1, 2, 3])
+        jax.jit(lambda p, xs: jrnn.unroll(cell, p, xs, lengths=bad)[0])(p, xs)
+
+
+NAN_CASES = [("elman", False, True), ("lstm", True, True), ("gru", False, False), ("stack", True, True),
+             ("stack", False, False), ("lstm", True, False)]
+
+
+@pytest.mark.parametrize("name, reverse, fast", NAN_CASES,
+                         ids=[f"{n}-{'rev' if r else 'fwd'}-{'fast' if f else 'plain'}" for n, r, f in NAN_CASES])
+def test_nan_in_padded_inputs_gives_finite_gradients_equal_to_zero_padding(name, reverse, fast):
+    cell, _ = make(name)
+    p, c0 = random_params(cell, 0), random_carry(cell, 1)
+    xs = np.asarray(padded_inputs(2, LENGTHS))
+    pad = np.arange(T)[:, None] >= LENGTHS[None, :]
+    nan, zero = xs.copy(), xs.copy()
+    nan[pad] = np.nan
+    nan[pad & (np.arange(B)[None, :] == 1)] = np.inf
+    zero[pad] = 0.0
+    w = normal(3, (T, B, cell.hidden_size))
+
+    def loss(p, c, xs):
+        hs, carry = jrnn.unroll(cell, p, xs, c, lengths=LENGTHS, reverse=reverse, fast_path=fast)
+        return jnp.sum(hs * w) + tree_dot(carry, 4)
+
+    g = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+    v_nan, (gp, gc, gx) = g(p, c0, jnp.asarray(nan))
+    v_zero, (gp0, gc0, gx0) = g(p, c0, jnp.asarray(zero))
+    assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves((v_nan, gp, gc, gx)))
+    assert_trees_close((v_nan, gp, gc), (v_zero, gp0, gc0), rtol=0, atol=0)
+    np.testing.assert_array_equal(np.asarray(gx)[pad], 0.0)
+    assert_trees_close(gx, gx0, rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------- 13. properties

@@ -42,18 +42,18 @@ def fit(model, opt, batches, **kw):
 def test_carry_of_wrong_batch_size_is_named():
     cell = jrnn.lstm(H)
     with pytest.raises(ValueError, match=r"carry\.h has shape \(3, 4\), expected \(2, 4\)"):
-        validation._check_carry(cell, cell.initial_carry((3,)), (2,))
+        validation.check_carry(cell, cell.initial_carry((3,)), (2,))
 
 
 def test_carry_of_wrong_hidden_size_dtype_or_structure():
     cell = jrnn.lstm(H)
     with pytest.raises(ValueError, match=r"carry\.c has shape \(2, 6\), expected \(2, 4\)"):
-        validation._check_carry(cell, jrnn.LSTMState(jnp.zeros((2, 4)), jnp.zeros((2, 6))), (2,))
+        validation.check_carry(cell, jrnn.LSTMState(jnp.zeros((2, 4)), jnp.zeros((2, 6))), (2,))
     with pytest.raises(ValueError, match=r"carry\.h has dtype int32, expected float32"):
-        validation._check_carry(cell, jrnn.LSTMState(jnp.zeros((2, 4), jnp.int32), jnp.zeros((2, 4))), (2,))
+        validation.check_carry(cell, jrnn.LSTMState(jnp.zeros((2, 4), jnp.int32), jnp.zeros((2, 4))), (2,))
     with pytest.raises(TypeError, match=r"carry has the wrong structure.*LSTMState"):
-        validation._check_carry(cell, (jnp.zeros((2, 4)), jnp.zeros((2, 4))), (2,))
-    validation._check_carry(cell, cell.initial_carry((2,)), (2,))  # the right one passes
+        validation.check_carry(cell, (jnp.zeros((2, 4)), jnp.zeros((2, 4))), (2,))
+    validation.check_carry(cell, cell.initial_carry((2,)), (2,))  # the right one passes
 
 
 def test_unroll_rejects_a_wrong_carry_and_foreign_params_eagerly():
@@ -73,15 +73,15 @@ def test_params_from_another_hidden_size_are_named():
     p = jrnn.gru(8).init(jax.random.key(0), 3)
     with pytest.raises(ValueError, match=r"params\['W_h'\] has shape \(8, 24\), expected \(4, 12\)"
                                          r".*another cell or size"):
-        validation._check_params(jrnn.gru(H), p)
+        validation.check_params(jrnn.gru(H), p)
     with pytest.raises(ValueError, match=r"params\['W_x'\] has shape \(3, 24\), expected \(5, 24\)"):
-        validation._check_params(jrnn.gru(8), p, input_size=5)
+        validation.check_params(jrnn.gru(8), p, input_size=5)
 
 
 def test_params_from_another_cell_type_are_named():
     p = jrnn.gru(H).init(jax.random.key(0), 3)
     with pytest.raises(TypeError, match=r"params has the wrong structure for cell lstm"):
-        validation._check_params(jrnn.lstm(H), p)
+        validation.check_params(jrnn.lstm(H), p)
 
 
 def test_evaluate_rejects_params_of_another_model(lm):
@@ -102,6 +102,117 @@ def test_fit_rejects_a_state_of_another_model_or_batch_size(lm, opt):
     adam_state = jrnn.init_state(lm, jrnn.make_optimizer("adam", 0.1, 1.0), est, jax.random.key(0), B)
     with pytest.raises(TypeError, match=r"state\.opt_state has the wrong structure"):
         fit(lm, opt, [], state=adam_state, estimator=est)
+
+
+# ------------------------------------------------------------------- token ids everywhere
+
+
+def bad_ids(value, t=3, b=0):
+    x = ids((T, B))
+    x[t, b] = value
+    return x
+
+
+@pytest.mark.parametrize("kind", ["numpy", "device"])
+@pytest.mark.parametrize("value", [-1, V, V + 20])
+def test_check_ids_names_array_position_and_range(kind, value):
+    x = bad_ids(value, t=3, b=1)
+    x = x if kind == "numpy" else jnp.asarray(x)
+    with pytest.raises(ValueError, match=rf"^batch\.inputs contains token id {value} outside the "
+                                         rf"vocabulary \[0, {V}\) at position \(t=3, b=1\)$"):
+        validation.check_ids("batch.inputs", x, V)
+    validation.check_ids("batch.inputs", ids((T, B)), V)  # in range: passes
+    validation.check_ids("batch.inputs", jnp.asarray(ids((T, B))), V)
+    # traced values cannot be checked eagerly: skipped (documented)
+    jax.jit(lambda a: validation.check_ids("batch.inputs", a, V) or a)(jnp.asarray(x))
+
+
+@pytest.mark.parametrize("kind", ["numpy", "device"])
+@pytest.mark.parametrize("where", ["inputs", "targets"])
+def test_estimators_and_sequence_loss_refuse_bad_ids(lm, kind, where):
+    params = lm.init(jax.random.key(0))
+    arr = (lambda a: a) if kind == "numpy" else jnp.asarray
+    good, bad = arr(ids((T, B))), arr(bad_ids(-1))
+    batch = Batch(bad, good) if where == "inputs" else Batch(good, bad)
+    msg = rf"batch\.{where} contains token id -1 outside the vocabulary \[0, {V}\) at position \(t=3, b=0\)"
+    for est in (jrnn.grads.full(), jrnn.grads.truncated(2), jrnn.grads.checkpointed(2), jrnn.grads.rtrl()):
+        with pytest.raises(ValueError, match=msg):
+            est.value_and_grad(lm, params, est.init_carry(lm, params, (B,)), batch, jax.random.key(0))
+    with pytest.raises(ValueError, match=msg):
+        jrnn.sequence_loss(lm, params, lm.cell.initial_carry((B,)), batch)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "device"])
+def test_predict_refuses_bad_prefix_ids(lm, kind):
+    params = lm.init(jax.random.key(0))
+    prefix = np.array([1, 2, V, 3], np.int32)
+    with pytest.raises(ValueError, match=rf"prefix_ids contains token id {V} outside the vocabulary "
+                                         rf"\[0, {V}\) at position \(t=2\)"):
+        jrnn.predict(lm, params, prefix if kind == "numpy" else jnp.asarray(prefix), 3)
+    with pytest.raises(ValueError, match=r"prefix_ids contains token id -1"):
+        jrnn.predict(lm, params, np.array([-1]), 3)
+
+
+def test_check_batch_is_what_a_train_step_calls(lm):
+    validation.check_batch(lm, Batch(ids((T, B)), ids((T, B))), B)
+    with pytest.raises(ValueError, match=r"batch\.targets contains token id 7 .* at position \(t=3, b=0\)"):
+        validation.check_batch(lm, Batch(jnp.asarray(ids((T, B))), jnp.asarray(bad_ids(V))), B)
+
+
+def test_targets_of_the_wrong_length_or_dtype(lm):
+    with pytest.raises(ValueError, match=r"batch\.targets must start with the inputs' \[T, B\] = \(5, 2\), "
+                                         r"got shape \(4, 2\)"):
+        validation.check_batch(lm, Batch(ids((T, B)), ids((T - 1, B))))
+    with pytest.raises(TypeError, match=r"batch\.targets must be integer labels \[T, B\] = \(5, 2\) for "
+                                        r"this model \(ids in \[0, 7\)\), got dtype float32 shape \(5, 2\)"):
+        validation.check_batch(lm, Batch(ids((T, B)), np.zeros((T, B), np.float32)))
+    reg = jrnn.regressor(jrnn.gru(H), 3, 2)
+    x = np.zeros((T, B, 3), np.float32)
+    with pytest.raises(TypeError, match=r"batch\.targets must be floats \[T, B, O\] = \(5, 2, 2\) for this "
+                                        r"model, got dtype float32 shape \(5, 2, 1\)"):
+        validation.check_batch(reg, Batch(x, np.zeros((T, B, 1), np.float32)))  # would broadcast
+    with pytest.raises(TypeError, match=r"batch\.targets must be floats .* got dtype int32"):
+        validation.check_batch(reg, Batch(x, np.zeros((T, B, 2), np.int32)))
+
+
+def test_integer_data_into_a_float_model_says_so():
+    reg = jrnn.regressor(jrnn.gru(H), 3, 1)
+    params = reg.init(jax.random.key(0))
+    batch = Batch(np.full((T, B), 5, np.int32), np.zeros((T, B, 1), np.float32))
+    msg = (r"batch\.inputs are integers \(dtype int32\), but this model takes float inputs "
+           r"\[T, B, D=3\]; token ids need a token model")
+    with pytest.raises(TypeError, match=msg):
+        validation.check_batch(reg, batch)
+    with pytest.raises(TypeError, match=msg):
+        jrnn.grads.full().value_and_grad(reg, params, reg.cell.initial_carry((B,)), batch, None)
+
+
+def test_float_inputs_into_a_bfloat16_model_are_named():
+    reg = jrnn.regressor(jrnn.gru(H, dtype=jnp.bfloat16), 3, 1)
+    params = reg.init(jax.random.key(0))
+    assert params["head"]["W_hq"].dtype == jnp.bfloat16
+    batch = Batch(np.zeros((T, B, 3), np.float32), np.zeros((T, B, 1), np.float32))
+    with pytest.raises(TypeError, match=r"batch\.inputs has dtype float32 but the cell's params are "
+                                        r"bfloat16"):
+        jrnn.grads.full().value_and_grad(reg, params, reg.cell.initial_carry((B,)), batch, None)
+
+
+def test_head_dtype_follows_the_cell():
+    with jax.enable_x64(True):
+        model = jrnn.language_model(jrnn.lstm(H, dtype=jnp.float64), V)
+        params = model.init(jax.random.key(0))
+        assert {a.dtype for a in jax.tree.leaves(params)} == {jnp.dtype(jnp.float64)}
+        loss, _ = jrnn.sequence_loss(model, params, model.cell.initial_carry((B,)),
+                                     Batch(ids((T, B)), ids((T, B))))
+        assert loss.dtype == jnp.float64
+    assert jrnn.classifier(jrnn.gru(H), 3, 4).init(jax.random.key(0))["head"]["b_q"].dtype == jnp.float32
+
+
+def test_estimators_check_the_carry_once_at_the_boundary(lm):
+    params = lm.init(jax.random.key(0))
+    batch = Batch(ids((T, B)), ids((T, B)))
+    with pytest.raises(ValueError, match=r"carry has shape \(3, 4\), expected \(2, 4\)"):
+        jrnn.grads.full().value_and_grad(lm, params, lm.cell.initial_carry((3,)), batch, None)
 
 
 # ----------------------------------------------------------------------------- batches

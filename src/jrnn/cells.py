@@ -1,4 +1,4 @@
-"""Recurrent cells as NamedTuples of pure functions.
+"""Recurrent cells as NamedTuples of pure functions, and the registry of their names.
 
 A :class:`Cell` follows the protocol of ``DESIGN.md``:
 
@@ -12,29 +12,52 @@ A :class:`Cell` follows the protocol of ``DESIGN.md``:
   gathered: exactly the one-hot product, without the product).
 - ``step(params, carry, xp_t) -> (carry, h_t)``: the recurrent half only.
 
+and may declare optional capabilities (trailing fields, ``None`` when absent):
+
+- ``fast``: a :class:`FastRecurrence`, the step split at its recurrent product
+  with a hand-written tangent rule; :func:`jrnn.scan.unroll` then runs the
+  recurrence through it (one big weight product for all steps, a lean tangent
+  scan). Any cell, including one written by a user, opts in by supplying it.
+- ``layers``: the cells of a :func:`stack`, bottom first; ``unroll`` then runs
+  the stack layer by layer.
+- ``unit_blocks``: ``K`` when the carry is ``K`` blocks of ``H`` per-unit
+  states and one step moves unit ``i``'s entries only through the params whose
+  last-axis index is ``i mod H`` (the one-step sparsity pattern of SnAp-1,
+  :func:`jrnn.grads.snap1`).
+
+Fields are independent: ``cell._replace(step=other)`` keeps ``fast``; drop it
+(``fast=None``) unless ``other`` computes the same step.
+
 Weight layout (documented so that weights port from ``torch.nn``): inputs
 multiply from the left, ``x @ W_x`` with ``W_x`` of shape ``[D, G*H]``, the
 transpose of torch's ``weight_ih_l0``. Gates are fused along the last axis in
 torch's order (LSTM ``i, f, g, o``; GRU ``r, z, n``), so
-``W_x = weight_ih_l0.T``, ``W_h = weight_hh_l0.T``. See :func:`from_torch`.
+``W_x = weight_ih_l0.T``, ``W_h = weight_hh_l0.T``. See
+:func:`jrnn.interop.from_torch`.
+
+Names: :data:`CELLS` maps ``"rnn"`` (tanh Elman), ``"rnn-relu"``, ``"lstm"`` and
+``"gru"`` to their constructors, :func:`by_name` builds one, and each built
+cell's ``name`` is its registry name (a stack's is derived from its layers).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import weakref
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import validation
+
 Params = dict
 Carry = Any
 
 __all__ = [
-    "Cell", "LSTMState", "elman", "lstm", "gru", "stack", "from_torch",
-    "INITS", "check_token_ids",
+    "Cell", "FastRecurrence", "LSTMState", "elman", "lstm", "gru", "stack", "CELLS", "by_name",
+    "INITS", "from_torch", "check_token_ids",
 ]
 
 INITS = ("uniform", "d2l", "orthogonal")
@@ -52,50 +75,34 @@ class LSTMState(NamedTuple):
     c: jax.Array
 
 
-class Cell(NamedTuple):
-    """A recurrent cell: pure functions plus its static sizes.
+class FastRecurrence(NamedTuple):
+    """A cell step split at its recurrent product, with its tangent rule.
+
+    Supplying it as ``Cell.fast`` lets :func:`jrnn.scan.unroll` compute the
+    weight term ``read(c_{t-1}) @ dW`` of all steps as one large product and
+    keep one small product per step in the backward pass (see
+    ``jrnn._fast``). For ``zh = read(carry) @ params[weight]`` (``[..., G*H]``):
 
     Attributes:
-      init: ``(key, input_size) -> params``.
-      initial_carry: ``(batch_shape=()) -> carry`` of zeros.
-      project: ``(params, xs[..., D] | ids[...]) -> xp[..., G*H]``.
-      step: ``(params, carry, xp_t) -> (carry, h_t[..., H])``.
-      hidden_size: ``H``, the width of ``h_t``.
-      name: a short name, e.g. ``"lstm"``.
-    """
+      weight: the key of the recurrent matrix ``W`` ``[H, G*H]`` in the params.
+      read: ``carry -> [..., H]``, the part of the carry that multiplies ``W``
+        (``h``; ``carry.h`` for an LSTM). Applied to stacked carries too.
+      forward: ``(params, carry, xp, zh) -> (carry', h, res)``, the step:
+        ``step(params, carry, xp) == forward(params, carry, xp, zh)[:2]``;
+        ``res`` holds what ``coefficients`` needs beyond the carries (or ``()``).
+      coefficients: ``(params, prev, new, res) -> K``: the step's local
+        derivatives for ALL time steps at once (leading ``[T, B...]``), from the
+        carries before (``prev``) and after (``new``) each step.
+      tangent: ``(K_t, dcarry, dxp, dzh) -> (dcarry', dh)``: the step's JVP,
+        linear in ``(dcarry, dxp, dzh)``.
+      extra_dzh: ``dparams -> [G*H]`` or ``None``: tangents of params used
+        inside the step other than ``weight`` (e.g. GRU's ``b_hn``), folded
+        into ``dzh``.
+      additive: the step reads ``xp + zh`` only, so ``tangent(K, dc, dxp + dzh,
+        0)`` equals ``tangent(K, dc, dxp, dzh)`` (one scanned input fewer).
 
-    init: Callable[..., Params]
-    initial_carry: Callable[..., Carry]
-    project: Callable[[Params, jax.Array], jax.Array]
-    step: Callable[[Params, Carry, jax.Array], tuple]
-    hidden_size: int
-    name: str
-
-    def apply(self, params: Params, carry: Carry, x: jax.Array):
-        """One step on a raw input ``x`` ``[..., D]`` or ids ``[...]``: ``step(project(x))``."""
-        return self.step(params, carry, self.project(params, x))
-
-
-class _Split(NamedTuple):
-    """A cell step split at its recurrent product, with its tangent (private; see ``unroll``).
-
-    For ``zh = read(carry) @ params[weight]`` (``[..., G*H]``):
-
-    - ``forward(params, carry, xp, zh) -> (carry', h, res)`` is the step
-      (``step(params, carry, xp) == forward(params, carry, xp, zh)[:2]``);
-      ``res`` holds what the tangent needs beyond the carries (or ``()``).
-    - ``coefficients(params, prev, new, res) -> K``: the step's local
-      derivatives, computed for ALL time steps at once (leading ``[T, B...]``)
-      from the carries before (``prev``) and after (``new``) each step.
-    - ``tangent(K_t, dcarry, dxp, dzh) -> (dcarry', dh)``: the step's JVP, linear
-      in ``(dcarry, dxp, dzh)``. Tangents of params used inside the step other
-      than ``weight`` are folded into ``dzh`` by ``extra_dzh(dparams)``
-      (``[G*H]``, or ``None``). ``additive``: the step reads ``xp + zh`` only,
-      so ``tangent(K, dc, dxp + dzh, 0)`` equals ``tangent(K, dc, dxp, dzh)``.
-
-    Knowing this lets :func:`jrnn.scan.unroll` compute ``read(c_{t-1}) @ dW``
-    for all steps as one large product and keep one small product per step in
-    the backward pass (see ``unroll._fast_recurrence``).
+    Values and derivatives must equal those of autodiff through ``step``; a
+    test against ``unroll(..., fast_path=False)`` checks a new rule.
     """
 
     weight: str
@@ -106,35 +113,41 @@ class _Split(NamedTuple):
     extra_dzh: Callable[[Params], jax.Array] | None = None
     additive: bool = False
 
-
-# step function -> _Split, for the cells built here. Keyed by the step function
-# itself, so a Cell assembled with another step never takes the fast path.
-_SPLITS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _split_of(cell) -> "_Split | None":
-    """The registered :class:`_Split` of ``cell.step``, or ``None``."""
-    try:
-        return _SPLITS.get(cell.step)
-    except TypeError:  # not weak-referenceable (e.g. a functools.partial)
-        return None
+    def step(self, params, carry, xp):
+        """The step this rule describes: ``forward(params, carry, xp, read(carry) @ W)[:2]``."""
+        return self.forward(params, carry, xp, self.read(carry) @ params[self.weight])[:2]
 
 
-def _register(step, split: _Split):
-    _SPLITS[step] = split
-    return step
+class Cell(NamedTuple):
+    """A recurrent cell: pure functions, its static sizes, optional capabilities.
 
+    Attributes:
+      init: ``(key, input_size) -> params``.
+      initial_carry: ``(batch_shape=()) -> carry`` of zeros.
+      project: ``(params, xs[..., D] | ids[...]) -> xp[..., G*H]``.
+      step: ``(params, carry, xp_t) -> (carry, h_t[..., H])``.
+      hidden_size: ``H``, the width of ``h_t``.
+      name: a short name, e.g. ``"lstm"`` (the registry name for built cells).
+      fast: a :class:`FastRecurrence` for ``step``, or ``None`` (plain scan).
+      layers: a stack's cells, bottom first, or ``None``.
+      unit_blocks: ``K`` if the carry is ``K`` blocks of ``H`` per-unit states
+        with the one-step sparsity pattern SnAp-1 needs (module docstring), or
+        ``None``.
+    """
 
-# stacked step function -> its layers, so ``unroll`` can run a stack layer by layer
-_LAYERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+    init: Callable[..., Params]
+    initial_carry: Callable[..., Carry]
+    project: Callable[[Params, jax.Array], jax.Array]
+    step: Callable[[Params, Carry, jax.Array], tuple]
+    hidden_size: int
+    name: str
+    fast: FastRecurrence | None = None
+    layers: tuple | None = None
+    unit_blocks: int | None = None
 
-
-def _layers_of(cell) -> "tuple | None":
-    """The layers of a cell built by :func:`stack`, or ``None``."""
-    try:
-        return _LAYERS.get(cell.step)
-    except TypeError:
-        return None
+    def apply(self, params: Params, carry: Carry, x: jax.Array):
+        """One step on a raw input ``x`` ``[..., D]`` or ids ``[...]``: ``step(project(x))``."""
+        return self.step(params, carry, self.project(params, x))
 
 
 def _dsigmoid(s):
@@ -143,13 +156,7 @@ def _dsigmoid(s):
 
 
 # ----------------------------------------------------------------------------
-# validation and shared pieces
-
-
-def _check_hidden(hidden_size):
-    if not isinstance(hidden_size, (int, np.integer)) or isinstance(hidden_size, bool) or hidden_size < 1:
-        raise ValueError(f"hidden_size must be an integer >= 1, got {hidden_size!r}")
-    return int(hidden_size)
+# shared pieces
 
 
 def _check_init(init):
@@ -158,43 +165,36 @@ def _check_init(init):
 
 
 def check_token_ids(ids, vocab_size: int, name: str = "xs"):
-    """Raise ``ValueError`` if concrete integer ``ids`` fall outside ``[0, vocab_size)``.
+    """Raise ``ValueError`` if concrete ``ids`` fall outside ``[0, vocab_size)``.
 
-    JAX clamps out-of-range gather indices silently, so ids are checked before
-    any gather. Traced values (inside ``jit``) cannot be inspected and are left
-    to the eager entry points (``train``, ``Vocab.check_ids``) to validate.
+    The same check as :func:`jrnn.validation.check_ids` (kept under this name
+    for code written against earlier versions).
     """
-    if isinstance(ids, jax.core.Tracer):
-        return
-    a = np.asarray(ids)
-    if a.size == 0:
-        return
-    lo, hi = a.min(), a.max()
-    if lo < 0 or hi >= vocab_size:
-        bad = lo if lo < 0 else hi
-        raise ValueError(
-            f"{name} contains token id {int(bad)} outside the vocabulary [0, {vocab_size})")
+    validation.check_ids(name, ids, vocab_size)
 
 
 def _project(params: Params, xs: jax.Array, wname: str, bname: str | None) -> jax.Array:
     """``xs @ W + b`` for floats ``[..., D]``; a row gather ``W[ids] + b`` for int ids ``[...]``."""
     w = params[wname]
-    if jnp.issubdtype(jnp.asarray(xs).dtype, jnp.integer):
-        check_token_ids(xs, w.shape[0])
+    dt = xs.dtype if hasattr(xs, "dtype") else np.asarray(xs).dtype
+    if jnp.issubdtype(dt, jnp.integer):
+        n = w.shape[0]
+        validation.check_ids("xs", xs, n, hint=(
+            f"the cell's params were initialised for input_size={n}: a vocabulary of {n} ids, "
+            f"or float inputs [..., {n}] (then pass floats, not integers)"))
         out = jnp.take(w, xs, axis=0)
     else:
-        if xs.shape[-1] != w.shape[0]:
+        if jnp.ndim(xs) < 1 or xs.shape[-1] != w.shape[0]:
             raise ValueError(
-                f"xs has width {xs.shape[-1]} (shape {tuple(xs.shape)}) but the cell was "
-                f"initialised for input_size={w.shape[0]}")
+                f"xs has width {xs.shape[-1] if jnp.ndim(xs) else None} (shape "
+                f"{tuple(jnp.shape(xs))}) but the cell was initialised for input_size={w.shape[0]}")
         out = xs @ w
     return out + params[bname] if bname is not None else out
 
 
 def _init_weights(key, input_size: int, hidden_size: int, gates: int, init: str, dtype):
     """Returns ``(W_x [D, G*H], W_h [H, G*H])``."""
-    if not isinstance(input_size, (int, np.integer)) or input_size < 1:
-        raise ValueError(f"input_size must be an integer >= 1, got {input_size!r}")
+    input_size = validation.check_int("input_size", input_size)
     kx, kh = jax.random.split(key)
     gh = gates * hidden_size
     if init == "d2l":  # d2l: normal(0, 1) * 0.01
@@ -238,6 +238,8 @@ def elman(hidden_size: int, activation: str = "tanh", init: str = "uniform",
 
     Params: ``W_xh [D, H]``, ``W_hh [H, H]``, ``b_h [H]``. The carry is ``h [..., H]``
     and the output is ``h_t``. torch's two biases add: ``b_h = bias_ih + bias_hh``.
+    The cell's name (its registry name) is ``"rnn"`` for tanh, ``"rnn-relu"`` for relu;
+    it supplies a fast recurrence and ``unit_blocks=1``.
 
     Args:
       hidden_size: ``H``.
@@ -254,7 +256,7 @@ def elman(hidden_size: int, activation: str = "tanh", init: str = "uniform",
       >>> y.shape
       (2, 8)
     """
-    H = _check_hidden(hidden_size)
+    H = validation.check_int("hidden_size", hidden_size)
     _check_init(init)
     acts = {"tanh": jnp.tanh, "relu": jax.nn.relu}
     if activation not in acts:
@@ -284,8 +286,9 @@ def elman(hidden_size: int, activation: str = "tanh", init: str = "uniform",
         dh = k * (dxp + dzh)
         return dh, dh
 
-    _register(step, _Split("W_hh", lambda h: h, forward, coefficients, tangent, additive=True))
-    return Cell(init_fn, _zeros(H, dtype), project, step, H, f"elman-{activation}")
+    fast = FastRecurrence("W_hh", lambda h: h, forward, coefficients, tangent, additive=True)
+    name = "rnn" if activation == "tanh" else f"rnn-{activation}"
+    return Cell(init_fn, _zeros(H, dtype), project, step, H, name, fast=fast, unit_blocks=1)
 
 
 def lstm(hidden_size: int, init: str = "uniform", forget_bias: float = 0.0,
@@ -300,7 +303,8 @@ def lstm(hidden_size: int, init: str = "uniform", forget_bias: float = 0.0,
     Params: ``W_x [D, 4H]``, ``W_h [H, 4H]``, ``b [4H]``, gates fused in the order
     ``i, f, g, o`` (input, forget, candidate, output) — torch's order, so
     ``W_x = weight_ih_l0.T`` and ``b = bias_ih_l0 + bias_hh_l0``. Carry:
-    :class:`LSTMState` ``(h, c)``; output ``h_t``.
+    :class:`LSTMState` ``(h, c)``; output ``h_t``. Supplies a fast recurrence and
+    ``unit_blocks=2`` (``h`` and ``c`` per unit).
 
     Args:
       hidden_size: ``H``.
@@ -308,7 +312,7 @@ def lstm(hidden_size: int, init: str = "uniform", forget_bias: float = 0.0,
       forget_bias: added to the forget-gate bias at init (1.0 is a common choice).
       dtype: parameter and carry dtype.
     """
-    H = _check_hidden(hidden_size)
+    H = validation.check_int("hidden_size", hidden_size)
     _check_init(init)
 
     def init_fn(key, input_size):
@@ -362,9 +366,9 @@ def lstm(hidden_size: int, init: str = "uniform", forget_bias: float = 0.0,
         dh = kh * dc + do
         return LSTMState(h=dh, c=dc), dh
 
-    _register(step, _Split("W_h", lambda carry: carry.h, forward, coefficients, tangent,
-                          additive=True))
-    return Cell(init_fn, initial_carry, project, step, H, "lstm")
+    fast = FastRecurrence("W_h", lambda carry: carry.h, forward, coefficients, tangent,
+                          additive=True)
+    return Cell(init_fn, initial_carry, project, step, H, "lstm", fast=fast, unit_blocks=2)
 
 
 def gru(hidden_size: int, init: str = "uniform", dtype=jnp.float32) -> Cell:
@@ -380,13 +384,14 @@ def gru(hidden_size: int, init: str = "uniform", dtype=jnp.float32) -> Cell:
     before the product instead. Params: ``W_x [D, 3H]``, ``W_h [H, 3H]``,
     ``b_x [3H]``, ``b_hn [H]``; gates fused in torch's order ``r, z, n``. From
     torch: ``b_x = bias_ih + [bias_hh_r, bias_hh_z, 0]``, ``b_hn = bias_hh_n``.
+    Supplies a fast recurrence and ``unit_blocks=1``.
 
     Args:
       hidden_size: ``H``.
       init: see :func:`elman`.
       dtype: parameter and carry dtype.
     """
-    H = _check_hidden(hidden_size)
+    H = validation.check_int("hidden_size", hidden_size)
     _check_init(init)
 
     def init_fn(key, input_size):
@@ -427,8 +432,8 @@ def gru(hidden_size: int, init: str = "uniform", dtype=jnp.float32) -> Cell:
     def extra_dzh(dparams):  # b_hn is added to hn: its tangent joins d(hn)
         return jnp.concatenate([jnp.zeros((2 * H,), dparams["b_hn"].dtype), dparams["b_hn"]])
 
-    _register(step, _Split("W_h", lambda h: h, forward, coefficients, tangent, extra_dzh))
-    return Cell(init_fn, _zeros(H, dtype), project, step, H, "gru")
+    fast = FastRecurrence("W_h", lambda h: h, forward, coefficients, tangent, extra_dzh)
+    return Cell(init_fn, _zeros(H, dtype), project, step, H, "gru", fast=fast, unit_blocks=1)
 
 
 def stack(cells) -> Cell:
@@ -437,7 +442,10 @@ def stack(cells) -> Cell:
     The stacked cell is itself a :class:`Cell`, so unroll, models and every
     gradient estimator work on it unchanged. Params and carry are tuples, one
     entry per layer; ``project`` is layer 0's, and each higher layer projects
-    its input inside the step. The output is the top layer's ``h_t``.
+    its input inside the step. The output is the top layer's ``h_t``
+    ``[..., H_top]``. Its ``layers`` field holds the cells, so
+    :func:`jrnn.scan.unroll` runs it layer by layer; its name joins the
+    layers' (``"2xlstm"``, ``"lstmxgru"``).
 
     Args:
       cells: a sequence of cells, bottom first. A single cell is returned
@@ -467,32 +475,38 @@ def stack(cells) -> Cell:
             new.append(s)
         return tuple(new), h
 
-    _LAYERS[step] = cells
-    name = "x".join(c.name for c in cells) if len({c.name for c in cells}) > 1 else f"{len(cells)}x{cells[0].name}"
-    return Cell(init_fn, initial_carry, project, step, cells[-1].hidden_size, name)
+    names = [c.name for c in cells]
+    name = "x".join(names) if len(set(names)) > 1 else f"{len(cells)}x{names[0]}"
+    return Cell(init_fn, initial_carry, project, step, cells[-1].hidden_size, name, layers=cells)
 
 
-def from_torch(kind: str, state_dict: dict, layer: int = 0) -> Params:
-    """Convert ``torch.nn.RNN/LSTM/GRU`` weights (a ``state_dict`` of arrays) to jrnn params.
+# ----------------------------------------------------------------------------
+# the registry of cell names
+
+CELLS: dict[str, Callable[..., Cell]] = {
+    "rnn": elman,
+    "rnn-relu": functools.partial(elman, activation="relu"),
+    "lstm": lstm,
+    "gru": gru,
+}
+
+
+def by_name(name: str, hidden_size: int, **kwargs) -> Cell:
+    """Build a cell from its registry name: ``by_name("lstm", 256, init="orthogonal")``.
 
     Args:
-      kind: ``"elman"``, ``"lstm"`` or ``"gru"``.
-      state_dict: maps ``weight_ih_l{layer}``, ``weight_hh_l{layer}``,
-        ``bias_ih_l{layer}``, ``bias_hh_l{layer}`` to arrays (numpy or torch
-        tensors converted with ``.numpy()``).
-      layer: which layer to take.
+      name: a key of :data:`CELLS`: ``"rnn"`` (tanh Elman), ``"rnn-relu"``,
+        ``"lstm"``, ``"gru"``.
+      hidden_size: ``H``.
+      **kwargs: passed to the constructor (``init``, ``dtype``, ``forget_bias``
+        for ``"lstm"``).
 
     Returns:
-      The params dict for :func:`elman` / :func:`lstm` / :func:`gru`.
+      The cell; its ``name`` is ``name``.
     """
-    g = lambda n: jnp.asarray(np.asarray(state_dict[f"{n}_l{layer}"]))
-    w_ih, w_hh, b_ih, b_hh = g("weight_ih"), g("weight_hh"), g("bias_ih"), g("bias_hh")
-    if kind == "elman":
-        return {"W_xh": w_ih.T, "W_hh": w_hh.T, "b_h": b_ih + b_hh}
-    if kind == "lstm":
-        return {"W_x": w_ih.T, "W_h": w_hh.T, "b": b_ih + b_hh}
-    if kind == "gru":
-        H = w_hh.shape[1]
-        return {"W_x": w_ih.T, "W_h": w_hh.T,
-                "b_x": b_ih + b_hh.at[2 * H:].set(0.0), "b_hn": b_hh[2 * H:]}
-    raise ValueError(f"kind must be 'elman', 'lstm' or 'gru', got {kind!r}")
+    if name not in CELLS:
+        raise ValueError(f"unknown cell {name!r}; choose from {', '.join(CELLS)}")
+    return CELLS[name](hidden_size, **kwargs)
+
+
+from .interop import from_torch  # noqa: E402  (kept importable as jrnn.cells.from_torch)

@@ -8,8 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .validation import check_model_params
-from .cells import check_token_ids
+from . import validation
 from .models import Model
 
 __all__ = ["predict"]
@@ -27,7 +26,8 @@ def predict(model: Model, params, prefix_ids, num_preds: int, *, key=None,
     Args:
       model: a token model (e.g. :func:`~jrnn.models.language_model`).
       params: its params.
-      prefix_ids: int ``[P]`` with ``P >= 1`` token ids.
+      prefix_ids: int ``[P]`` with ``P >= 1`` token ids in ``[0, V)`` (NumPy or
+        ``jax.Array``; checked, as JAX would clamp or wrap them in the gather).
       num_preds: how many tokens to generate (>= 0).
       key: PRNG key, required when ``temperature > 0``.
       temperature: 0 for greedy decoding, > 0 to sample.
@@ -35,14 +35,16 @@ def predict(model: Model, params, prefix_ids, num_preds: int, *, key=None,
     Returns:
       int ``np.ndarray`` ``[P + num_preds]``: the prefix and its continuation.
     """
+    if not model.tokens:
+        raise ValueError("predict needs a token model (e.g. language_model), got a model on "
+                         f"float inputs of width {model.input_size}")
     prefix = np.asarray(prefix_ids)
     if prefix.ndim != 1 or prefix.size < 1 or not np.issubdtype(prefix.dtype, np.integer):
         raise ValueError(f"prefix_ids must be a non-empty 1-D int array, got shape "
                          f"{prefix.shape} dtype {prefix.dtype}")
-    check_token_ids(prefix, model.input_size, "prefix_ids")
-    check_model_params(model, params)
-    if not isinstance(num_preds, (int, np.integer)) or num_preds < 0:
-        raise ValueError(f"num_preds must be an integer >= 0, got {num_preds!r}")
+    validation.check_ids("prefix_ids", prefix, model.input_size, axes=("t",))
+    validation.check_model_params(model, params)
+    num_preds = validation.check_int("num_preds", num_preds, 0)
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature!r}")
     if temperature > 0 and key is None:

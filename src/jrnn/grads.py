@@ -18,10 +18,16 @@ Hyper-parameters are closed over by the constructors and checked eagerly:
 ``full()``, ``truncated(K)``, ``randomized(p)``, ``checkpointed(S)``,
 ``rtrl()``, ``uoro()``, ``snap1()``; :func:`parse` reads ``"truncated:35"``.
 
-The BPTT family differentiates :func:`~jrnn.models.sequence_loss` through the
-``lax.scan``, with a hook that cuts (truncated) or rescales (randomized) the
-backward flow into the carry; checkpointed rematerialises whole segments
-(recurrence, head and loss) in the backward pass.
+Every ``value_and_grad`` validates its batch (layout, dtypes, token ids and
+labels in range: :func:`jrnn.validation.check_batch`), params and carry once,
+at its entry; values are checked when concrete (an eager call, or
+``train_step``'s eager check before its ``jit``), not when traced.
+
+The BPTT family differentiates the sequence loss through the ``lax.scan``,
+with the gradient through the carry cut (truncated) or rescaled (randomized)
+by ``unroll``'s ``carry_grad_scale``, which keeps the fast path;
+checkpointed rematerialises whole segments (recurrence, head and loss) in the
+backward pass.
 
 The online estimators treat the batch as a stream: they walk it one step at a
 time, keeping ``M_t = d s_t / d theta`` (the influence of the cell params on the
@@ -55,9 +61,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .cells import check_token_ids
-from .models import Batch, Model, loss_weights, sequence_loss
-from .scan import unroll as _unroll
+from . import scan, validation
+from .models import Batch, Model, _check_step_inputs, _sequence_loss, loss_weights
 
 __all__ = [
     "GradientEstimator", "OnlineCarry", "full", "truncated", "randomized", "checkpointed",
@@ -87,12 +92,6 @@ class OnlineCarry(NamedTuple):
     influence: Any
 
 
-def _check_int(name, v):
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    return int(v)
-
-
 def _check_key(name, key):
     if key is None:
         raise ValueError(f"{name} is stochastic and needs a PRNG key, got key=None")
@@ -108,12 +107,13 @@ def _cell_carry(model: Model, params, batch_shape):
 
 
 def _bptt(name: str, unroll_kwargs: Callable) -> GradientEstimator:
-    """``unroll_kwargs(key, T) -> dict`` of options for :func:`~jrnn.scan.unroll`."""
+    """``unroll_kwargs(key, T) -> dict`` of ``unroll`` / ``gain`` (``carry_grad_scale``)."""
 
     def value_and_grad(model, params, carry, batch, key):
+        _check_step_inputs(model, params, carry, batch)
         kw = unroll_kwargs(key, jnp.shape(batch.inputs)[0])
         (loss, new_carry), grads = jax.value_and_grad(
-            lambda p: sequence_loss(model, p, carry, batch, **kw), has_aux=True)(params)
+            lambda p: _sequence_loss(model, p, carry, batch, **kw), has_aux=True)(params)
         return loss, grads, jax.lax.stop_gradient(new_carry), {}
 
     return GradientEstimator(_cell_carry, value_and_grad, name)
@@ -127,7 +127,7 @@ def full(unroll: int = 1) -> GradientEstimator:
 
     References: Werbos 1990, "Backpropagation through time: what it does and how to do it".
     """
-    unroll = _check_int("unroll", unroll)
+    unroll = validation.check_int("unroll", unroll)
     return _bptt("full", lambda key, T: {"unroll": unroll})
 
 
@@ -148,11 +148,11 @@ def truncated(K: int, unroll: int = 1) -> GradientEstimator:
     References: Williams & Peng 1990, "An efficient gradient-based algorithm
       for on-line training of recurrent network trajectories"; Jaeger 2002 (d2l's citation).
     """
-    K = _check_int("K (truncation length)", K)
-    unroll = _check_int("unroll", unroll)
+    K = validation.check_int("K (truncation length)", K)
+    unroll = validation.check_int("unroll", unroll)
 
     def kwargs(key, T):  # 0 at steps 0, K, 2K, ...: the backward flow stops there
-        return {"carry_grad_scale": (jnp.arange(T) % K != 0).astype(jnp.float32), "unroll": unroll}
+        return {"gain": (jnp.arange(T) % K != 0).astype(jnp.float32), "unroll": unroll}
 
     return _bptt(f"truncated:{K}", kwargs)
 
@@ -178,12 +178,12 @@ def randomized(p: float, unroll: int = 1) -> GradientEstimator:
             or not 0.0 < float(p) <= 1.0):
         raise ValueError(f"p (keep probability) must lie in (0, 1], got {p!r}")
     p = float(p)
-    unroll = _check_int("unroll", unroll)
+    unroll = validation.check_int("unroll", unroll)
 
     def kwargs(key, T):
         _check_key(f"randomized:{p:g}", key)
         xi = jax.random.bernoulli(key, p, (T,)).astype(jnp.float32) / p
-        return {"carry_grad_scale": xi, "unroll": unroll}
+        return {"gain": xi, "unroll": unroll}
 
     return _bptt(f"randomized:{p:g}", kwargs)
 
@@ -208,22 +208,18 @@ def checkpointed(S: int | None = None, unroll: int = 1) -> GradientEstimator:
       Griewank & Walther 2000, "Algorithm 799: revolve".
     """
     if S is not None:
-        S = _check_int("S (segment length)", S)
-    unroll = _check_int("unroll", unroll)
+        S = validation.check_int("S (segment length)", S)
+    unroll = validation.check_int("unroll", unroll)
 
     def value_and_grad(model, params, carry, batch, key):
+        _check_step_inputs(model, params, carry, batch)  # ids too: the segments gather traced
         T = jnp.shape(batch.inputs)[0]
-        if T < 1:
-            raise ValueError(f"batch.inputs must have at least one time step, got shape "
-                             f"{tuple(jnp.shape(batch.inputs))}")
-        if model.tokens:  # the gathers run inside the segments, traced: check the ids here
-            check_token_ids(batch.inputs, model.input_size, "batch.inputs")
         L = min(S or max(1, int(round(T ** 0.5))), T)
         n = T // L
         w = loss_weights(batch)
 
         def segment(p, c, xs, ys, ws):
-            hs, c = _unroll(model.cell, p["cell"], xs, c, unroll=unroll)
+            hs, c = scan._unroll_unchecked(model.cell, p["cell"], xs, c, scan._Options(unroll=unroll))
             return c, jnp.sum(model.loss(model.head(p["head"], hs), ys) * ws)
 
         in_scan = jax.checkpoint(segment, prevent_cse=False)  # scan already blocks CSE
@@ -239,7 +235,8 @@ def checkpointed(S: int | None = None, unroll: int = 1) -> GradientEstimator:
                 total = total + l
             return total, c
 
-        (loss_value, new_carry), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        with validation._trusted():  # checked above
+            (loss_value, new_carry), grads = jax.value_and_grad(loss, has_aux=True)(params)
         return loss_value, grads, jax.lax.stop_gradient(new_carry), {}
 
     return GradientEstimator(_cell_carry, value_and_grad, f"checkpointed:{S or 'sqrt'}")
@@ -307,6 +304,7 @@ def _online(name: str, init_influence: Callable, update: Callable, check: Callab
                             f"got {type(carry).__name__}")
         if stochastic:
             _check_key(name, key)
+        validation.check_batch(model, batch)  # ids too: the per-step gathers below run traced
         theta, unravel_theta, N, unravel_s, f, loss_t = _online_parts(model, params)
         T, B = jnp.shape(batch.inputs)[:2]
         if check is not None:
@@ -315,8 +313,8 @@ def _online(name: str, init_influence: Callable, update: Callable, check: Callab
         if carry_b != {B}:
             raise ValueError(f"{name}: the carry has batch size {sorted(carry_b, key=str)} but "
                              f"batch.inputs {tuple(jnp.shape(batch.inputs))} has B={B}")
-        if model.tokens:  # the per-step gathers below run traced: check the ids here
-            check_token_ids(batch.inputs, model.input_size, "batch.inputs")
+        validation.check_model_params(model, params)
+        validation.check_carry(model.cell, carry.state, (B,), "carry.state")
         w = loss_weights(batch)  # [T, B], sums to one
         s = _flat_carry(carry.state, B)
         keys = jax.random.split(key, (T, B)) if stochastic else jnp.zeros((T, B))
@@ -425,20 +423,19 @@ def uoro(eps: float = 1e-7) -> GradientEstimator:
     return _online("uoro", init, update, stochastic=True)
 
 
-# carry blocks K of the single-layer cells SnAp-1 knows (carry = K blocks of H)
-_SNAP_CELLS = {"elman-tanh": 1, "elman-relu": 1, "gru": 1, "lstm": 2}
-
-
 def _snap_blocks(model: Model, params) -> int:
-    name = model.cell.name
-    if name not in _SNAP_CELLS:
+    """``K``, the cell's ``unit_blocks`` (its declared one-step sparsity pattern)."""
+    cell = model.cell
+    K, H = cell.unit_blocks, cell.hidden_size
+    if K is None:
         raise ValueError(
-            f"snap1 supports single-layer cells {sorted(_SNAP_CELLS)}, got cell {name!r}"
-            + (" (a stacked/deep cell)" if "x" in name else ""))
-    K, H = _SNAP_CELLS[name], model.cell.hidden_size
+            f"snap1 needs a cell with the one-step sparsity pattern (Cell.unit_blocks: rnn, "
+            f"rnn-relu, lstm, gru, or a cell of yours that declares it), got cell {cell.name!r}"
+            + (" (a stack: its layers couple the units)" if cell.layers is not None else ""))
     N = _online_parts(model, params)[2]
     if N != K * H:
-        raise ValueError(f"snap1: cell {name!r} has carry size {N}, expected {K} x {H}")
+        raise ValueError(f"snap1: cell {cell.name!r} declares unit_blocks={K} but has carry size "
+                         f"{N}, expected {K} x {H}")
     return K
 
 
@@ -454,7 +451,9 @@ def snap1() -> GradientEstimator:
     Memory ``B K P``. Biased in general, but exact (equal to RTRL) while the
     influence stays on the pattern: for ``T <= 2`` from a fresh carry, and for
     any ``T`` when ``J_s`` is unit-diagonal (diagonal recurrent matrices).
-    Single-layer cells only (``ValueError`` for stacks and other cells).
+    The cell declares the pattern with ``Cell.unit_blocks = K`` (``rnn``,
+    ``rnn-relu``, ``gru``: 1; ``lstm``: 2); other cells, stacks included, get
+    a ``ValueError``.
 
     References: Menick et al. 2021, "Practical real time recurrent learning
       with a sparse approximation" (ICLR).
