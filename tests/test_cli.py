@@ -168,3 +168,34 @@ def test_corrupt_or_mismatched_checkpoint_is_one_line(two_runs, tmp_path, capsys
                        capture_output=True, text=True, env=ENV, timeout=300)
     _one_line_error(r, r"^jrnn train: error: checkpoint at step \d+ .* was written by a different run: "
                        r"hidden_size=8 there, 16 here")
+
+
+def test_seeds_run_resumes_to_the_same_bits_in_process(text, tmp_path, capsys):
+    """``--seeds 2`` goes through the one loop: checkpointed, resumable, validated."""
+    small = ["--text", text, "--hidden", "8", "--num-steps", "5", "--batch-size", "4", "--seed", "1",
+             "--seeds", "2", "--log-every", "20", "--save-every", "50", "--sample-length", "4",
+             "--max-tokens", "3000", "--no-progress"]
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    assert cli.main(["train", *small, "--out", full, "--epochs", "2"]) == 0
+    assert cli.main(["train", *small, "--out", cut, "--epochs", "1"]) == 0
+    assert cli.main(["train", "--resume", "--out", cut, "--epochs", "2", "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert "2 seeds" in out.out and "resumed from step" in out.err
+    (s1, m1), (s0, m0) = final_state_seeds(cut), final_state_seeds(full)
+    assert m1["step"] == m0["step"] and same_bits(s1, s0)
+    assert untimed(os.path.join(cut, "metrics.jsonl")) == untimed(os.path.join(full, "metrics.jsonl"))
+    rec = [r for r in untimed(os.path.join(full, "metrics.jsonl")) if "val_ppl" in r]
+    assert len(rec) == 2 and all(len(r["val_ppl"]) == 2 for r in rec)
+    # resume refuses to change what is trained
+    assert cli.main(["train", "--resume", "--out", cut, "--hidden", "16"]) == 2
+    assert "cannot change --hidden" in capsys.readouterr().err
+
+
+def final_state_seeds(run):
+    import jrnn
+
+    model, _, vocab, cfg = jrnn.load_run(run)
+    opt = jrnn.make_optimizer(cfg.optim.optimizer, cfg.optim.lr, cfg.optim.clip)
+    keys = jax.random.split(jax.random.key(0), cfg.loop.seeds)
+    template = jrnn.init_states(model, opt, jrnn.grads.parse(cfg.optim.grad), keys, cfg.data.batch_size)
+    return Checkpointer(run).restore(template)

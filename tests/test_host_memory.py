@@ -58,17 +58,22 @@ def test_reuse_host_memory_removes_per_call_page_faults():
     assert late == "False" and warned == 1
 
 
-def test_readme_usage_snippet_runs():
-    """The README's "Using the pieces" block (which calls reuse_host_memory first) runs as written."""
+def test_readme_usage_snippet_runs(tmp_path):
+    """The README's "Using the pieces" blocks (the first calls reuse_host_memory first; the
+    second trains with jrnn.fit) run as written, one after the other."""
     import os
     import re
 
     readme = open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md")).read()
     section = readme[readme.index("## Using the pieces"):]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    assert "reuse_host_memory()" in code
+    section = section[:section.index("\n## ", 3)]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2 and "reuse_host_memory()" in blocks[0] and "jrnn.fit(" in blocks[1]
     if not os.environ.get("JRNN_DATA_DIR"):
         pytest.skip("needs JRNN_DATA_DIR (the Time Machine corpus) to run offline")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "JRNN_DATA_DIR": os.path.abspath(os.environ["JRNN_DATA_DIR"])}
+    out = subprocess.run([sys.executable, "-c", "\n".join(blocks)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("time"), out.stdout  # predict echoes the prefix, then 30 characters
+    assert "'val_ppl'" in out.stdout and (tmp_path / "runs" / "mine" / "metrics.jsonl").exists()

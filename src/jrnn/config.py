@@ -38,8 +38,10 @@ def _check(obj, positive=(), nonneg=(), fraction=()):
         v, ch = getattr(obj, f.name), f.metadata.get("choices")
         if ch is not None and v not in ch:
             raise ValueError(f"{f.name} must be one of {list(ch)}, got {v!r}")
+    hints = typing.get_type_hints(type(obj))
     for name in positive:
-        validation.check_int(name, getattr(obj, name), 1, allow_none=True)
+        optional = type(None) in typing.get_args(hints[name])
+        validation.check_int(name, getattr(obj, name), 1, allow_none=optional)
     for name in nonneg:
         validation.check_int(name, getattr(obj, name), 0)
     for name in fraction:
@@ -169,7 +171,8 @@ class TrainConfig:
 class RunConfig:
     """Where the run lives and what it prints at the end."""
 
-    out: str = _f("runs/latest", "run directory: config, vocab, metrics.jsonl, checkpoints, plot")
+    out: str = _f("runs/latest", "run directory: config, vocab, metrics.jsonl, checkpoints, plot",
+                  resumable=True)
     sample_length: int = _f(200, "characters (or words) generated at the end", resumable=True)
     prefix: str = _f("the ", "prefix the generated sample continues", resumable=True)
 
@@ -240,19 +243,18 @@ def from_flags(namespace: argparse.Namespace, base: TrainConfig | None = None,
     """
     base = base or TrainConfig()
     given = {k: v for k, v in vars(namespace).items() if "." in k}
-    changes = {}
+    changes, fixed = {}, []
     for name, sec in _sections():
         meta = {f.name: f.metadata for f in dataclasses.fields(sec)}
         mine = {k.split(".", 1)[1]: v for k, v in given.items() if k.split(".", 1)[0] == name}
-        if resumed:
-            fixed = [k for k, v in mine.items()
-                     if not meta[k]["resumable"] and v != getattr(getattr(base, name), k)]
-            if fixed:
-                raise ValueError(f"--resume continues the saved run; it cannot change "
-                                 f"{', '.join('--' + k.replace('_', '-') for k in fixed)} "
-                                 f"(start a fresh run in another --out instead)")
+        fixed += [k for k, v in mine.items()
+                  if not meta[k]["resumable"] and v != getattr(getattr(base, name), k)]
         if mine:
             changes[name] = dataclasses.replace(getattr(base, name), **mine)
+    if resumed and fixed:
+        raise ValueError(f"--resume continues the saved run; it cannot change "
+                         f"{', '.join('--' + k.replace('_', '-') for k in fixed)} "
+                         f"(start a fresh run in another --out instead)")
     return dataclasses.replace(base, **changes)
 
 
