@@ -482,8 +482,8 @@ def test_fit_lowers_the_loss(spec):
     B, T = 2, 8
     res = jrnn.fit(model, jrnn.make_optimizer("adam", 0.05),
                    lambda epoch: jrnn.data.batches(corpus, B, T, "sequential", seed=0, epoch=epoch),
-                   estimator=G.parse(spec), epochs=2, batch_size=B, log_every=10,
-                   progress=False, quiet=True)
+                   estimator=G.parse(spec), batch_size=B,
+                   config=jrnn.LoopConfig(epochs=2, log_every=10, progress=False, quiet=True))
     ppl = [r["train_ppl"] for r in res.history if "train_ppl" in r]
     assert len(ppl) >= 3 and all(np.isfinite(ppl)), ppl
     assert ppl[-1] < 0.7 * ppl[0], f"{spec}: train perplexity {ppl[0]:.2f} -> {ppl[-1]:.2f}"

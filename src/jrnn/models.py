@@ -121,15 +121,18 @@ def sequence_loss(model: Model, params, carry, batch: Batch, **unroll_kwargs):
       params: ``{"cell": ..., "head": ...}``.
       carry: the initial carry ``[B, ...]``.
       batch: a time-major :class:`Batch`.
-      **unroll_kwargs: passed to :func:`~jrnn.scan.unroll`.
+      **unroll_kwargs: options of :func:`~jrnn.scan.unroll` (``lengths``,
+        ``unroll``, ``remat_every``, ``carry_grad_scale``, ...; the batch is
+        time-major, so not ``time_major``).
 
     Returns:
       ``(loss, final_carry)``.
     """
     validation.check_batch(model, batch)
     validation.check_model_params(model, params)
+    xs, carry, opts = scan._validate(model.cell, params["cell"], batch.inputs, carry, **unroll_kwargs)
     with validation._trusted():  # the ids were checked just above
-        hs, carry = scan.unroll(model.cell, params["cell"], batch.inputs, carry, **unroll_kwargs)
+        hs, carry = scan._unroll_unchecked(model.cell, params["cell"], xs, carry, opts)
     losses = model.loss(model.head(params["head"], hs), batch.targets)  # [T, B]
     return jnp.sum(losses * loss_weights(batch)), carry
 

@@ -74,7 +74,9 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
       cell: a :class:`~jrnn.cells.Cell`.
       params: the cell's params.
       xs: inputs ``[T, B..., D]`` (float, the params' dtype or narrower) or
-        token ids ``[T, B...]`` (int).
+        token ids ``[T, B...]`` (int; the cell's ``project`` refuses ids outside
+        its vocabulary when they are concrete -- NumPy or ``jax.Array`` -- and
+        cannot check ids traced inside a user's ``jit``).
       carry: initial carry with batch shape ``B...``; zeros if ``None``.
       lengths: optional int ``[B...]`` in ``[1, T]``. Step ``t`` of sequence
         ``b`` is real iff ``t < lengths[b]``; padded steps leave the carry
@@ -108,6 +110,20 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
     """
     xs = xs if time_major else jnp.swapaxes(jnp.asarray(xs), 0, 1)
     validation.check_params(cell, params)
+    xs, carry, opts = _validate(cell, params, xs, carry, lengths=lengths, reverse=reverse,
+                                unroll=unroll, remat_every=remat_every, before_step=before_step,
+                                carry_grad_scale=carry_grad_scale, fast_path=fast_path)
+    hs, carry = _unroll_unchecked(cell, params, xs, carry, opts)
+    return (hs if time_major else jnp.swapaxes(hs, 0, 1)), carry
+
+
+def _validate(cell: Cell, params, xs, carry, *, lengths=None, reverse=False, unroll=1,
+              remat_every=None, before_step=None, carry_grad_scale=None, fast_path=True):
+    """:func:`unroll`'s checks on time-major ``xs`` (params checked by the caller).
+
+    Returns ``(xs, carry, opts)``: the carry (zeros if ``None``) and the
+    validated :class:`_Options` for :func:`_unroll_unchecked`.
+    """
     n = len(cell.layers or ())
     if carry is not None and n and (not isinstance(carry, tuple) or len(carry) != n):
         raise ValueError(f"a stack of {n} layers needs a tuple of {n} carries, got "
@@ -127,8 +143,7 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
         reverse=bool(reverse), unroll=validation.check_int("unroll", unroll),
         remat_every=validation.check_int("remat_every", remat_every, allow_none=True),
         before_step=before_step, gain=_check_gain(carry_grad_scale, T), fast_path=bool(fast_path))
-    hs, carry = _unroll_unchecked(cell, params, xs, carry, opts)
-    return (hs if time_major else jnp.swapaxes(hs, 0, 1)), carry
+    return xs, carry, opts
 
 
 def _check_gain(carry_grad_scale, T: int):
