@@ -123,7 +123,7 @@ def _flag_actions():
 
 @pytest.mark.parametrize("flags, match", [
     (("--hidden", "0"), r"hidden must be an integer >= 1, got 0"),
-    (("--cell", "elman-tanhh"), r"cell must be one of"),
+    (("--hidden", "-3"), r"hidden must be an integer >= 1, got -3"),
     (("--lr", "-1"), r"lr must be a finite number > 0"),
     (("--grad", "truncated"), r"truncated needs a parameter"),
     (("--val-fraction", "1.5"), r"val_fraction must be a number in \[0, 1\)"),

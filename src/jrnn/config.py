@@ -22,6 +22,8 @@ import typing
 from dataclasses import dataclass, field
 
 from . import validation
+from .cells import CELLS
+from .step import OPTIMIZERS
 
 __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "LoopConfig", "TrainConfig", "add_flags",
            "from_flags", "build_model", "build_optimizer", "build_estimator"]
@@ -76,16 +78,12 @@ class DataConfig:
 class ModelConfig:
     """The language model: ``layers`` stacked cells of ``hidden`` units and a dense readout."""
 
-    cell: str = _f("gru", "recurrent cell (jrnn.cells.CELLS)")
+    cell: str = _f("gru", "recurrent cell (jrnn.cells.CELLS)", tuple(CELLS))
     hidden: int = _f(256, "hidden units per layer H")
     layers: int = _f(1, "stacked layers")
     init: str = _f("uniform", "weight initialisation", ("uniform", "d2l", "orthogonal"))
 
     def __post_init__(self):
-        from .cells import CELLS
-
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
         _check(self, positive=("hidden", "layers"))
 
 
@@ -93,8 +91,7 @@ class ModelConfig:
 class OptimConfig:
     """How gradients are estimated and applied."""
 
-    optimizer: str = _f("adam", "optax optimizer (jrnn.OPTIMIZERS)",
-                        ("sgd", "momentum", "adam", "adamw", "rmsprop"))
+    optimizer: str = _f("adam", "optax optimizer (jrnn.OPTIMIZERS)", tuple(OPTIMIZERS))
     lr: float = _f(0.005, "learning rate")
     clip: typing.Optional[float] = _f(1.0, "max global gradient norm ('none': no clipping)")
     grad: str = _f("full", "gradient estimator: full | truncated:K | randomized:P | "
