@@ -6,12 +6,14 @@ step serves the CLI, the experiments and the benchmarks.
 """
 
 from jrnn import cells, compare, data, grads, validation
-from jrnn.cells import Cell, LSTMState, check_token_ids, elman, from_torch, gru, lstm, stack
+from jrnn.cells import (CELLS, Cell, FastRecurrence, LSTMState, by_name, check_token_ids, elman, gru,
+                        lstm, stack)
 from jrnn.config import LoopConfig, TrainConfig
 from jrnn.data.batches import Batch
 from jrnn.generate import predict
 from jrnn.grads import GradientEstimator, OnlineCarry
 from jrnn.host_memory import reuse_host_memory
+from jrnn.interop import from_torch
 from jrnn.loop import FitResult, fit
 from jrnn.metrics import MetricsWindow, NonFiniteError, accuracy, bits_per_char, perplexity
 from jrnn.models import Model, classifier, language_model, regressor, sequence_loss
@@ -23,9 +25,9 @@ from jrnn.step import (OPTIMIZERS, TrainState, evaluate, held_out, init_state, i
 __version__ = "0.1.0"
 
 __all__ = [
-    "Batch", "Cell", "FitResult", "GradientEstimator", "LSTMState", "LoopConfig", "MetricsWindow",
+    "Batch", "CELLS", "Cell", "FastRecurrence", "FitResult", "GradientEstimator", "LSTMState", "LoopConfig", "MetricsWindow",
     "Model", "NonFiniteError", "OPTIMIZERS", "OnlineCarry", "RunDir", "TrainConfig", "TrainState",
-    "accuracy", "bidirectional", "bits_per_char", "cells", "check_token_ids", "classifier",
+    "accuracy", "bidirectional", "bits_per_char", "by_name", "cells", "check_token_ids", "classifier",
     "compare", "data", "elman", "evaluate", "fit", "from_torch", "grads", "gru", "held_out",
     "init_state", "init_states", "language_model", "load_run", "lstm", "make_optimizer",
     "perplexity", "predict", "regressor", "reuse_host_memory", "sequence_loss", "stack",
