@@ -192,7 +192,6 @@ class RooflineImpl:
         self.flops = 2.0 * T * B * H * G * H
 
     def setup(self):
-        import jax
 
         self.run(1)
 

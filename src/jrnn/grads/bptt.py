@@ -1,0 +1,162 @@
+"""The BPTT family: autodiff through the scan (full, truncated, randomized, checkpointed)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import scan, validation
+from ..models import _check_step_inputs, _sequence_loss, loss_weights
+from .base import GradientEstimator, _cell_carry, _check_key, register
+
+__all__ = ["full", "truncated", "randomized", "checkpointed"]
+
+
+# ----------------------------------------------------------------------------
+# BPTT family: autodiff through the scan; truncation scales the carry's gradient
+# (``unroll(carry_grad_scale=...)``), which keeps unroll's fast path
+
+
+def _bptt(name: str, unroll_kwargs: Callable) -> GradientEstimator:
+    """``unroll_kwargs(key, T) -> dict`` of ``unroll`` / ``gain`` (``carry_grad_scale``)."""
+
+    def value_and_grad(model, params, carry, batch, key):
+        _check_step_inputs(model, params, carry, batch)
+        kw = unroll_kwargs(key, jnp.shape(batch.inputs)[0])
+        (loss, new_carry), grads = jax.value_and_grad(
+            lambda p: _sequence_loss(model, p, carry, batch, **kw), has_aux=True)(params)
+        return loss, grads, jax.lax.stop_gradient(new_carry), {}
+
+    return GradientEstimator(_cell_carry, value_and_grad, name)
+
+
+def full(unroll: int = 1) -> GradientEstimator:
+    """Full backpropagation through time: autodiff through the whole ``lax.scan``.
+
+    Args:
+      unroll: ``lax.scan``'s unroll factor (speed only; same gradient).
+
+    References: Werbos 1990, "Backpropagation through time: what it does and how to do it".
+    """
+    unroll = validation.check_int("unroll", unroll)
+    return _bptt("full", lambda key, T: {"unroll": unroll})
+
+
+def truncated(K: int, unroll: int = 1) -> GradientEstimator:
+    """Regular truncation (d2l 8.7.1.2): the backward flow is cut every ``K`` steps.
+
+    The gradient through the carry entering steps ``0, K, 2K, ...`` is cut
+    (``unroll(carry_grad_scale=...)``, on unroll's fast path), so
+    each loss term back-propagates at most ``K`` steps (to its chunk's start):
+    the gradient is the sum over chunks of each chunk's gradient with its
+    incoming carry held fixed (TBPTT(K, K)). Forward values and the head's
+    gradient are unchanged; ``K >= T`` is exactly full BPTT.
+
+    Args:
+      K: truncation length, an integer >= 1.
+      unroll: ``lax.scan``'s unroll factor.
+
+    References: Williams & Peng 1990, "An efficient gradient-based algorithm
+      for on-line training of recurrent network trajectories"; Jaeger 2002 (d2l's citation).
+    """
+    K = validation.check_int("K (truncation length)", K)
+    unroll = validation.check_int("unroll", unroll)
+
+    def kwargs(key, T):  # 0 at steps 0, K, 2K, ...: the backward flow stops there
+        return {"gain": (jnp.arange(T) % K != 0).astype(jnp.float32), "unroll": unroll}
+
+    return _bptt(f"truncated:{K}", kwargs)
+
+
+def randomized(p: float, unroll: int = 1) -> GradientEstimator:
+    """Randomized truncation (d2l 8.7.1.3): unbiased, stochastic backward flow.
+
+    The backward flow into the carry entering each step is multiplied by
+    ``xi_t``, with ``P(xi_t = 1/p) = p`` and ``P(xi_t = 0) = 1 - p``
+    (independent across steps, shared across the batch, drawn from ``key``).
+    A path from a loss term back ``k`` steps is scaled by a product of ``k``
+    independent ``xi`` with mean one, so the gradient is unbiased; its
+    variance grows like ``p^-k``. Forward values are unchanged; ``p = 1`` is
+    exactly full BPTT.
+
+    Args:
+      p: keep probability in ``(0, 1]``.
+      unroll: ``lax.scan``'s unroll factor.
+
+    References: Tallec & Ollivier 2017, "Unbiasing truncated backpropagation through time".
+    """
+    if (isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating))
+            or not 0.0 < float(p) <= 1.0):
+        raise ValueError(f"p (keep probability) must lie in (0, 1], got {p!r}")
+    p = float(p)
+    unroll = validation.check_int("unroll", unroll)
+
+    def kwargs(key, T):
+        _check_key(f"randomized:{p:g}", key)
+        xi = jax.random.bernoulli(key, p, (T,)).astype(jnp.float32) / p
+        return {"gain": xi, "unroll": unroll}
+
+    return _bptt(f"randomized:{p:g}", kwargs)
+
+
+def checkpointed(S: int | None = None, unroll: int = 1) -> GradientEstimator:
+    """Full BPTT with ``jax.checkpoint`` over segments of ``S`` steps.
+
+    Same gradient as :func:`full` (up to float rounding). Each segment -- the
+    input projection, the recurrence, the head and the loss of its ``S``
+    steps -- is one ``jax.checkpoint``-ed function of the carry entering it,
+    so the backward pass keeps only the ``ceil(T/S)`` segment-boundary carries
+    (plus the inputs) and recomputes one segment at a time: memory ``O(T/S +
+    S)`` steps instead of ``O(T)``, for about one extra forward pass.
+    ``S=None`` picks ``round(sqrt(T))``; ``S`` need not divide ``T`` (the
+    remainder is a shorter last segment).
+
+    Args:
+      S: segment length, an integer >= 1, or ``None``.
+      unroll: ``lax.scan``'s unroll factor.
+
+    References: Chen et al. 2016, "Training deep nets with sublinear memory cost";
+      Griewank & Walther 2000, "Algorithm 799: revolve".
+    """
+    if S is not None:
+        S = validation.check_int("S (segment length)", S)
+    unroll = validation.check_int("unroll", unroll)
+
+    def value_and_grad(model, params, carry, batch, key):
+        _check_step_inputs(model, params, carry, batch)  # ids too: the segments gather traced
+        T = jnp.shape(batch.inputs)[0]
+        L = min(S or max(1, int(round(T ** 0.5))), T)
+        n = T // L
+        w = loss_weights(batch)
+
+        def segment(p, c, xs, ys, ws):
+            hs, c = scan._unroll_unchecked(model.cell, p["cell"], xs, c, scan._Options(unroll=unroll))
+            return c, jnp.sum(model.loss(model.head(p["head"], hs), ys) * ws)
+
+        in_scan = jax.checkpoint(segment, prevent_cse=False)  # scan already blocks CSE
+
+        def loss(p):
+            whole = lambda a: jnp.reshape(a[:n * L], (n, L) + jnp.shape(a)[1:])
+            c, ls = jax.lax.scan(lambda c, seg: in_scan(p, c, *seg), carry,
+                                 (whole(batch.inputs), whole(batch.targets), whole(w)))
+            total = jnp.sum(ls)
+            if n * L < T:  # the remainder: one shorter segment
+                c, l = jax.checkpoint(segment)(p, c, batch.inputs[n * L:], batch.targets[n * L:],
+                                               w[n * L:])
+                total = total + l
+            return total, c
+
+        with validation._trusted():  # checked above
+            (loss_value, new_carry), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return loss_value, grads, jax.lax.stop_gradient(new_carry), {}
+
+    return GradientEstimator(_cell_carry, value_and_grad, f"checkpointed:{S or 'sqrt'}")
+
+
+register("full", full, usage="full")
+register("truncated", truncated, int, required=True, usage="truncated:K")
+register("randomized", randomized, float, required=True, usage="randomized:P")
+register("checkpointed", checkpointed, int, usage="checkpointed[:S]")
