@@ -53,10 +53,11 @@ Across minibatches (``train_step(carry_over=True)``) the two families differ:
 """
 
 from .base import ESTIMATORS, GradientEstimator, OnlineCarry, parse, register
-from .bptt import checkpointed, full, randomized, truncated
+from .bptt import checkpointed, full, randomized, tbptt, truncated
 from .online import rtrl, snap1, uoro
 
 __all__ = [
-    "GradientEstimator", "OnlineCarry", "full", "truncated", "randomized", "checkpointed",
+    "GradientEstimator", "OnlineCarry", "full", "truncated", "tbptt", "randomized", "checkpointed",
     "rtrl", "uoro", "snap1", "parse", "register", "ESTIMATORS",
 ]
+from .perturb import PESCarry, es, pes; __all__ += ["es", "pes", "PESCarry"]  # noqa: E402,E702

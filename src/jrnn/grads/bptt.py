@@ -1,4 +1,4 @@
-"""The BPTT family: autodiff through the scan (full, truncated, randomized, checkpointed)."""
+"""The BPTT family: autodiff through the scan (full, truncated, tbptt, randomized, checkpointed)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .. import scan, validation
 from ..models import _check_step_inputs, _sequence_loss, loss_weights
 from .base import GradientEstimator, _cell_carry, _check_key, register
 
-__all__ = ["full", "truncated", "randomized", "checkpointed"]
+__all__ = ["full", "truncated", "tbptt", "randomized", "checkpointed"]
 
 
 # ----------------------------------------------------------------------------
@@ -69,6 +69,84 @@ def truncated(K: int, unroll: int = 1) -> GradientEstimator:
         return {"gain": (jnp.arange(T) % K != 0).astype(jnp.float32), "unroll": unroll}
 
     return _bptt(f"truncated:{K}", kwargs)
+
+
+def tbptt(k2: int, k1: int | None = None, unroll: int = 1) -> GradientEstimator:
+    """TBPTT(k1, k2) (Williams & Peng 1990; Sutskever 2013, sec. 2.8.6): one update per
+    ``k1`` steps, back-propagating only the last ``k2`` of them.
+
+    A batch of ``T = k1`` steps is run forward in two parts: the first
+    ``T - k2`` steps outside autodiff (they store no residuals: no memory, no
+    backward work), then the last ``k2`` steps differentiated, from the carry
+    the first part left (held constant). The gradient is that of the mean
+    loss over those last ``k2`` positions; the reported loss is the mean over
+    all ``T``. Cost per update: ``T`` forward steps and ``k2`` backward steps,
+    residual memory ``O(k2)`` instead of ``O(T)``. ``k2 >= T`` is exactly
+    full BPTT.
+
+    When to use which: ``truncated:K`` keeps every position's loss and cuts
+    the gradient every ``K`` steps inside one scan (it costs what full BPTT
+    costs); ``tbptt:k2`` drops the gradient of the first ``T - k2`` positions
+    and saves their backward pass and memory (a long stream updated every
+    ``k1`` steps with a short look-back).
+
+    Args:
+      k2: back-propagation depth, an integer >= 1.
+      k1: the update interval; if given, every batch must have ``T == k1``
+        steps (``--num-steps`` sets ``T``).
+      unroll: ``lax.scan``'s unroll factor.
+    """
+    k2 = validation.check_int("k2 (back-propagation depth)", k2)
+    k1 = validation.check_int("k1 (update interval)", k1, allow_none=True)
+    unroll = validation.check_int("unroll", unroll)
+    if k1 is not None and k2 > k1:
+        raise ValueError(f"tbptt needs k2 <= k1, got k1={k1}, k2={k2} (use full or truncated)")
+
+    def value_and_grad(model, params, carry, batch, key):
+        _check_step_inputs(model, params, carry, batch)
+        T = jnp.shape(batch.inputs)[0]
+        if k1 is not None and T != k1:
+            raise ValueError(f"tbptt(k1={k1}) needs batches of T={k1} steps, got T={T}")
+        n0 = T - min(k2, T)
+        w = loss_weights(batch)  # [T, B], sums to one over the whole batch
+        loss0, mid = jnp.zeros((), w.dtype), carry
+        if n0 > 0:  # forward only: nothing of it is differentiated, so nothing is stored
+            loss0, mid = _partial_loss(model, jax.lax.stop_gradient(params), carry, batch, w, 0, n0,
+                                       unroll)
+        w_tail = w[n0:]
+        scale = 1.0 / jnp.maximum(w_tail.sum(), 1e-30)  # the mean over the last k2 positions
+
+        def tail(p):
+            l, c = _partial_loss(model, p, mid, batch, w, n0, T, unroll)
+            return l * scale, (l, c)
+
+        (_, (loss1, new_carry)), grads = jax.value_and_grad(tail, has_aux=True)(params)
+        return loss0 + loss1, grads, jax.lax.stop_gradient(new_carry), {}
+
+    name = f"tbptt:{k2}" if k1 is None else f"tbptt:{k1},{k2}"
+    return GradientEstimator(_cell_carry, value_and_grad, name)
+
+
+def _partial_loss(model, params, carry, batch, w, lo: int, hi: int, unroll: int):
+    """``sum(loss_t * w_t)`` over steps ``lo:hi`` of ``batch`` (``w``: whole-batch weights)."""
+    from ..data.batches import Batch
+
+    piece = Batch(batch.inputs[lo:hi], batch.targets[lo:hi], None)
+    with validation._trusted():
+        hs, carry = scan._unroll_unchecked(model.cell, params["cell"], piece.inputs, carry,
+                                           scan._Options(unroll=unroll))
+    losses = model.loss(model.head(params["head"], hs), piece.targets)
+    return jnp.sum(losses * w[lo:hi]), carry
+
+
+def _tbptt_spec(arg: str):
+    """``"K2"`` or ``"K1,K2"`` -> tbptt's arguments."""
+    parts = [int(a) for a in arg.split(",")]
+    if len(parts) == 1:
+        return {"k2": parts[0]}
+    if len(parts) == 2:
+        return {"k1": parts[0], "k2": parts[1]}
+    raise ValueError(arg)
 
 
 def randomized(p: float, unroll: int = 1) -> GradientEstimator:
@@ -158,5 +236,6 @@ def checkpointed(S: int | None = None, unroll: int = 1) -> GradientEstimator:
 
 register("full", full, usage="full")
 register("truncated", truncated, int, required=True, usage="truncated:K")
+register("tbptt", lambda kw: tbptt(**kw), _tbptt_spec, required=True, usage="tbptt:K2 | tbptt:K1,K2")
 register("randomized", randomized, float, required=True, usage="randomized:P")
 register("checkpointed", checkpointed, int, usage="checkpointed[:S]")
