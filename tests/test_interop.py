@@ -36,7 +36,7 @@ def _torch_module(kind, **kw):
 def _torch_forward(mod, xs):
     t = _torch()
     with t.no_grad():
-        out, _ = mod(t.from_numpy(np.asarray(xs)))
+        out, _ = mod(t.from_numpy(np.array(xs)))
     return out.numpy()
 
 
@@ -106,3 +106,103 @@ def test_from_torch_errors_name_the_problem():
         to_torch("lstm", jrnn.elman(H).init(jax.random.PRNGKey(0), D))
     with pytest.raises(ValueError, match="nonzero biases"):
         to_torch("lstm", jrnn.lstm(H).init(jax.random.PRNGKey(0), D), bias=False)
+
+
+# ---------------------------------------------------------------------------- flax
+
+CELLS = {"lstm": lambda: jrnn.lstm(H), "gru": lambda: jrnn.gru(H), "rnn": lambda: jrnn.elman(H),
+         "stack": lambda: jrnn.stack([jrnn.gru(H), jrnn.lstm(H)])}
+
+
+def _loss_of_hs(hs):
+    return jnp.sum(jnp.sin(hs) ** 2)
+
+
+def _unroll_loss(cell, params, xs):
+    return _loss_of_hs(jrnn.unroll(cell, params, xs)[0])
+
+
+def _assert_trees_close(a, b, atol=1e-5):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=atol, rtol=1e-5), a, b)
+
+
+@pytest.mark.parametrize("name", ["lstm", "stack"])  # gru: the token-id test; rnn: torch's
+def test_linen_rnn_equals_unroll_values_and_grads(name):
+    import flax.linen as nn
+    from jrnn.interop_flax import LinenCell
+    cell, xs = CELLS[name](), _xs(4)
+    rnn = nn.RNN(LinenCell(cell), time_major=True)
+    variables = rnn.init(jax.random.PRNGKey(0), xs)
+    params = variables["params"]["cell"]["cell"]
+    assert jax.tree.structure(params) == jax.tree.structure(cell.init(jax.random.PRNGKey(0), D))
+    _assert_trees_close(rnn.apply(variables, xs), jrnn.unroll(cell, params, xs)[0])
+    g_linen = jax.grad(lambda v: _loss_of_hs(rnn.apply(v, xs)))(variables)
+    _assert_trees_close(g_linen["params"]["cell"]["cell"],
+                        jax.grad(lambda p: _unroll_loss(cell, p, xs))(params))
+
+
+def test_linen_cell_takes_token_ids():
+    import flax.linen as nn
+    from jrnn.interop_flax import LinenCell
+    cell, ids = jrnn.gru(H), jax.random.randint(jax.random.PRNGKey(0), (B, T), 0, 7)
+    rnn = nn.RNN(LinenCell(cell, vocab_size=7))  # batch-major [B, T]
+    v = rnn.init(jax.random.PRNGKey(1), ids)
+    hs, _ = jrnn.unroll(cell, v["params"]["cell"]["cell"], ids, time_major=False)
+    _assert_trees_close(rnn.apply(v, ids), hs)
+
+
+def _sine_task(n=16):
+    t = jnp.linspace(0, 4 * jnp.pi, T + 1)
+    phase = jax.random.uniform(jax.random.PRNGKey(5), (n, 1)) * 2 * jnp.pi
+    s = jnp.sin(t[None, :] + phase)[..., None]  # [n, T+1, 1]
+    return s[:, :-1], s[:, 1:]  # predict the next value, batch-major
+
+
+def _train(loss_fn, params, steps=60):
+    opt = optax.adam(3e-2)
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state):
+        loss, g = jax.value_and_grad(loss_fn)(params)
+        updates, state = opt.update(g, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    first = None
+    for _ in range(steps):
+        params, state, loss = step(params, state)
+        first = loss if first is None else first
+    return float(first), float(loss_fn(params))
+
+
+def test_flax_model_with_linen_cell_trains():
+    import flax.linen as nn
+    from jrnn.interop_flax import LinenCell
+
+    class Model(nn.Module):  # as one would write with nn.LSTMCell
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(1)(nn.RNN(LinenCell(jrnn.lstm(8)))(x))
+
+    x, y = _sine_task()
+    model = Model()
+    variables = model.init(jax.random.PRNGKey(0), x)
+    first, last = _train(lambda v: jnp.mean((model.apply(v, x) - y) ** 2), variables)
+    assert last < 0.5 * first
+
+
+@pytest.mark.parametrize("name", ["stack"])  # a tuple of gru and lstm params
+def test_nnx_cell_equals_pure_cell_values_and_grads(name):
+    from flax import nnx
+    from jrnn.interop_flax import NnxCell
+    cell, xs = CELLS[name](), _xs(6)
+    mod = NnxCell(cell, D, rngs=nnx.Rngs(0))
+    params = mod.cell_params()
+    assert jax.tree.structure(params) == jax.tree.structure(cell.init(jax.random.PRNGKey(0), D))
+    _assert_trees_close(mod.unroll(xs)[0], jrnn.unroll(cell, params, xs)[0])
+    carry, h = mod(mod.initial_carry((B,)), xs[0])
+    _assert_trees_close((carry, h), cell.apply(params, cell.initial_carry((B,)), xs[0]))
+    g = nnx.grad(lambda m: _loss_of_hs(m.unroll(xs)[0]))(mod)
+    g_ref = jax.grad(lambda p: _unroll_loss(cell, p, xs))(params)
+    _assert_trees_close(jax.tree.leaves(g["params"]), jax.tree.leaves(g_ref))  # same key order
