@@ -206,3 +206,41 @@ def test_nnx_cell_equals_pure_cell_values_and_grads(name):
     g = nnx.grad(lambda m: _loss_of_hs(m.unroll(xs)[0]))(mod)
     g_ref = jax.grad(lambda p: _unroll_loss(cell, p, xs))(params)
     _assert_trees_close(jax.tree.leaves(g["params"]), jax.tree.leaves(g_ref))  # same key order
+
+
+# ---------------------------------------------------------------------------- equinox
+
+def test_eqx_cell_equals_pure_cell_values_and_grads():
+    eqx = pytest.importorskip("equinox")
+    from jrnn.interop_eqx import EqxCell
+    cell, xs = CELLS["lstm"](), _xs(7)
+    mod = EqxCell(cell, D, key=jax.random.PRNGKey(0))
+    params = mod.params
+    _assert_trees_close(params, cell.init(jax.random.PRNGKey(0), D))
+    _assert_trees_close(mod.unroll(xs)[0], jrnn.unroll(cell, params, xs)[0])
+    _assert_trees_close(mod(mod.initial_carry((B,)), xs[0]),
+                        cell.apply(params, cell.initial_carry((B,)), xs[0]))
+    g = eqx.filter_grad(lambda m: _loss_of_hs(m.unroll(xs)[0]))(mod)
+    _assert_trees_close(g.params, jax.grad(lambda p: _unroll_loss(cell, p, xs))(params))
+
+
+def test_equinox_model_with_jrnn_cell_trains():
+    eqx = pytest.importorskip("equinox")
+    from jrnn.interop_eqx import EqxCell
+
+    class Model(eqx.Module):
+        rnn: EqxCell
+        head: eqx.nn.Linear
+
+        def __init__(self, key):
+            k1, k2 = jax.random.split(key)
+            self.rnn, self.head = EqxCell(jrnn.gru(8), 1, key=k1), eqx.nn.Linear(8, 1, key=k2)
+
+        def __call__(self, x):  # [B, T, 1] -> [B, T, 1]
+            hs, _ = self.rnn.unroll(x, time_major=False)
+            return hs @ self.head.weight.T + self.head.bias
+
+    x, y = _sine_task()
+    model = Model(jax.random.PRNGKey(0))
+    first, last = _train(lambda m: jnp.mean((m(x) - y) ** 2), model)
+    assert last < 0.5 * first

@@ -28,6 +28,10 @@ from .scan import unroll
 
 __all__ = ["LinenCell", "NnxCell"]
 
+# flax >= 0.12 marks attributes as static / data explicitly; older nnx infers it
+_static = getattr(nnx, "static", lambda value: value)
+_data = getattr(nnx, "data", lambda value: value)
+
 
 def _check_cell(cell) -> None:
     if not isinstance(cell, Cell):
@@ -81,8 +85,8 @@ class NnxCell(nnx.Module):
 
     def __init__(self, cell: Cell, input_size: int, *, rngs: nnx.Rngs):
         _check_cell(cell)
-        self.cell = nnx.static(cell)
-        self.params = nnx.data(jax.tree.map(nnx.Param, cell.init(rngs.params(), input_size)))
+        self.cell = _static(cell)
+        self.params = _data(jax.tree.map(nnx.Param, cell.init(rngs.params(), input_size)))
 
     def cell_params(self):
         """The plain jrnn params pytree (arrays, not ``nnx.Param``)."""
