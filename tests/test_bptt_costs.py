@@ -1,5 +1,7 @@
-"""TBPTT(k1, k2): against a hand-written chunked reference, full BPTT at k2 >= T,
-its memory (XLA's buffer plan) against full BPTT's, and its errors."""
+"""BPTT at its cost frontier. TBPTT(k1, k2): against a hand-written chunked
+reference, full BPTT at k2 >= T, its memory (XLA's buffer plan) against full
+BPTT's, its errors. Checkpointed BPTT by memory budget: the segment length it
+picks plans within the budget and its gradient is full BPTT's."""
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +30,13 @@ def _reference(model, params, batch, carry, k2):
     gradient of the weighted mean loss over the last k2 steps, from the carry left."""
     n0 = T - min(k2, T)
     w = np.ones((T, B), np.float32) if batch.mask is None else np.asarray(batch.mask)
-    c = carry
-    for t in range(n0):
-        c, _ = model.cell.apply(params["cell"], c, batch.inputs[t])
+    @jax.jit
+    def forward(p, c):
+        for t in range(n0):
+            c, _ = model.cell.apply(p["cell"], c, batch.inputs[t])
+        return c
+
+    c = forward(params, carry)
 
     def tail(p):
         cc, total = c, 0.0
@@ -41,7 +47,7 @@ def _reference(model, params, batch, carry, k2):
             total = total + jnp.sum(nll * w[t])
         return total / w[n0:].sum()
 
-    return jax.grad(tail)(params)
+    return jax.jit(jax.grad(tail))(params)  # traced once: the same arithmetic, compiled
 
 
 def _close(a, b, tol=2e-5):
@@ -112,3 +118,33 @@ def test_tbptt_trains_through_the_train_step():
         state, m = step(state, batch, jax.random.key(i))
     # the loss on the back-propagated positions falls
     assert float(jrnn.sequence_loss(model, state.params, fresh, tail)[0]) < 0.7 * before
+
+
+@pytest.mark.parametrize("budget", ["1MiB", "1GiB"])
+def test_checkpointed_by_budget_fits_and_equals_full(budget):
+    model = jrnn.language_model(jrnn.gru(32), V)
+    params = model.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    xs = rng.integers(0, V, (256, 8)).astype(np.int32)
+    batch, carry = jrnn.Batch(xs, np.roll(xs, -1, 0)), model.cell.initial_carry((8,))
+    est = jrnn.grads.parse(f"checkpointed:budget={budget}")
+    grad = lambda est: (lambda p: est.value_and_grad(model, p, carry, batch, None)[1])
+    temp = compare.compiled_memory(grad(est), params)["temp"]
+    full_temp = compare.compiled_memory(grad(jrnn.grads.full()), params)["temp"]
+    limit = {"1MiB": 1, "1GiB": 1024}[budget] * 2 ** 20
+    assert temp <= limit
+    if full_temp > limit:
+        assert temp < full_temp  # it had to rematerialise
+    else:
+        assert temp == full_temp  # it fits: plain full BPTT
+    _close(jax.jit(grad(est))(params), jax.jit(grad(jrnn.grads.full()))(params), 2e-5)
+
+
+def test_checkpointed_budget_errors():
+    with pytest.raises(ValueError, match="a segment length S or a memory budget, not both"):
+        jrnn.grads.checkpointed(8, budget="1GiB")
+    with pytest.raises(ValueError, match="size like '2GiB'"):
+        jrnn.grads.parse("checkpointed:budget=lots")
+    model, params, batch, carry = _setup(jrnn.gru(H))
+    with pytest.raises(ValueError, match=r"no segment length fits the memory budget .* the least found"):
+        jrnn.grads.checkpointed(budget=16).value_and_grad(model, params, carry, batch, None)

@@ -180,7 +180,8 @@ def randomized(p: float, unroll: int = 1) -> GradientEstimator:
     return _bptt(f"randomized:{p:g}", kwargs)
 
 
-def checkpointed(S: int | None = None, unroll: int = 1) -> GradientEstimator:
+def checkpointed(S: int | None = None, unroll: int = 1, budget: float | str | None = None
+                 ) -> GradientEstimator:
     """Full BPTT with ``jax.checkpoint`` over segments of ``S`` steps.
 
     Same gradient as :func:`full` (up to float rounding). Each segment -- the
@@ -192,9 +193,19 @@ def checkpointed(S: int | None = None, unroll: int = 1) -> GradientEstimator:
     ``S=None`` picks ``round(sqrt(T))``; ``S`` need not divide ``T`` (the
     remainder is a shorter last segment).
 
+    With a memory ``budget`` (bytes, or a string such as ``"2GiB"``), ``S``
+    is chosen per batch shape: the largest segment length whose gradient
+    computation XLA plans within the budget (its temporary buffers: what the
+    backward pass keeps, not params or optimizer state), found by compiling
+    the candidates ``T, T/2, T/4, ...`` down to ``sqrt(T)`` abstractly once per
+    shape (``memory_analysis``, no FLOPs run); ``S = T`` is plain full BPTT.
+    No candidate within the budget raises ``ValueError`` naming the smallest.
+
     Args:
       S: segment length, an integer >= 1, or ``None``.
       unroll: ``lax.scan``'s unroll factor.
+      budget: bytes (> 0) or a size string (``"512MiB"``, ``"2GiB"``, ``"1.5GB"``);
+        excludes ``S``.
 
     References: Chen et al. 2016, "Training deep nets with sublinear memory cost";
       Griewank & Walther 2000, "Algorithm 799: revolve".
@@ -202,11 +213,34 @@ def checkpointed(S: int | None = None, unroll: int = 1) -> GradientEstimator:
     if S is not None:
         S = validation.check_int("S (segment length)", S)
     unroll = validation.check_int("unroll", unroll)
+    if budget is not None:
+        if S is not None:
+            raise ValueError("checkpointed takes a segment length S or a memory budget, not both")
+        budget = _bytes(budget)
+    chosen: dict = {}  # (shapes) -> S picked for the budget
+
+    def segments(T, model, params, carry, batch):
+        if budget is None:
+            return min(S or max(1, int(round(T ** 0.5))), T)
+        sig = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
+                           (params, carry, batch))
+        k = (model, str(jax.tree.structure(sig)), str(jax.tree.leaves(sig)))
+        if k not in chosen:
+            chosen[k] = _segment_for_budget(model, sig, T, budget, unroll, grad_fn)
+        return chosen[k]
 
     def value_and_grad(model, params, carry, batch, key):
         _check_step_inputs(model, params, carry, batch)  # ids too: the segments gather traced
         T = jnp.shape(batch.inputs)[0]
-        L = min(S or max(1, int(round(T ** 0.5))), T)
+        L = segments(T, model, params, carry, batch)
+        return grad_fn(model, params, carry, batch, L)
+
+    def grad_fn(model, params, carry, batch, L):
+        T = jnp.shape(batch.inputs)[0]
+        if L >= T and budget is not None:  # the whole sequence fits: plain full BPTT, no recompute
+            (loss_value, new_carry), grads = jax.value_and_grad(
+                lambda p: _sequence_loss(model, p, carry, batch, unroll=unroll), has_aux=True)(params)
+            return loss_value, grads, jax.lax.stop_gradient(new_carry), {}
         n = T // L
         w = loss_weights(batch)
 
@@ -231,11 +265,58 @@ def checkpointed(S: int | None = None, unroll: int = 1) -> GradientEstimator:
             (loss_value, new_carry), grads = jax.value_and_grad(loss, has_aux=True)(params)
         return loss_value, grads, jax.lax.stop_gradient(new_carry), {}
 
-    return GradientEstimator(_cell_carry, value_and_grad, f"checkpointed:{S or 'sqrt'}")
+    name = f"checkpointed:{S or 'sqrt'}" if budget is None else f"checkpointed:budget={budget / 2 ** 20:g}MiB"
+    return GradientEstimator(_cell_carry, value_and_grad, name)
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2 ** 10, "mib": 2 ** 20,
+          "gib": 2 ** 30}
+
+
+def _bytes(size) -> float:
+    """``2 ** 31``, ``"2GiB"``, ``"1.5 GB"`` -> bytes (> 0)."""
+    import re
+
+    if isinstance(size, str):
+        m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", size)
+        if not m or m.group(2).lower() not in _UNITS:
+            raise ValueError(f"budget must be a number of bytes or a size like '2GiB', got {size!r}")
+        size = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if isinstance(size, bool) or not isinstance(size, (int, float, np.integer, np.floating)) or not size > 0:
+        raise ValueError(f"budget must be > 0 bytes, got {size!r}")
+    return float(size)
+
+
+def _segment_for_budget(model, sig, T: int, budget: float, unroll: int, grad_fn) -> int:
+    """The largest candidate segment length whose gradient's temporaries fit ``budget``."""
+    params, carry, batch = sig
+    # memory falls with S down to about sqrt(T) (fewer residuals per segment), then rises
+    # again (more boundary carries): the candidates stop at sqrt(T)
+    root = max(1, int(round(T ** 0.5)))
+    cands = sorted({T // 2 ** i for i in range(int(np.log2(T)) + 1) if T // 2 ** i > root} | {root},
+                   reverse=True)
+    seen = []
+    for L in cands:
+        f = jax.jit(lambda p, c, b: grad_fn(model, p, c, b, L)[:2])
+        temp = f.lower(params, carry, batch).compile().memory_analysis().temp_size_in_bytes
+        if temp <= budget:
+            return L
+        seen.append((temp, L))
+    temp, L = min(seen)
+    raise ValueError(f"checkpointed: no segment length fits the memory budget of {budget / 2 ** 20:.4g} "
+                     f"MiB for T={T}; the least found needs {temp / 2 ** 20:.4g} MiB (S={L})")
 
 
 register("full", full, usage="full")
 register("truncated", truncated, int, required=True, usage="truncated:K")
 register("tbptt", lambda kw: tbptt(**kw), _tbptt_spec, required=True, usage="tbptt:K2 | tbptt:K1,K2")
 register("randomized", randomized, float, required=True, usage="randomized:P")
-register("checkpointed", checkpointed, int, usage="checkpointed[:S]")
+def _checkpointed_spec(arg: str):
+    """``"16"`` -> ``{"S": 16}``; ``"budget=2GiB"`` -> ``{"budget": "2GiB"}``."""
+    if arg.startswith("budget="):
+        return {"budget": arg[len("budget="):]}
+    return {"S": int(arg)}
+
+
+register("checkpointed", lambda kw=None: checkpointed(**(kw or {})), _checkpointed_spec,
+         usage="checkpointed[:S | :budget=SIZE]")
