@@ -134,7 +134,8 @@ def test_pes_equals_es_on_a_fresh_carry():
 
 
 def test_pes_is_unbiased_over_a_stream_where_truncated_es_is_not():
-    """Influence balancing (n=6, K=1): the loss after each step, theta fixed over 5 truncations.
+    """Influence balancing (n=6, K=1): the loss after each step, theta fixed over 5 truncations;
+    means and variances against their closed forms.
 
     Target at the last truncation: d L_5 / d theta through all 5 steps (PES);
     truncated ES estimates the same loss with the state entering step 5 held fixed.
@@ -178,6 +179,27 @@ def test_pes_is_unbiased_over_a_stream_where_truncated_es_is_not():
     assert _zscores(pes_g, np.array([g_cut])).max() > Z  # power
     assert _zscores(es_g, np.array([g_cut])).max() < Z, (es_g.mean(), g_cut)
     assert _zscores(es_g, np.array([g_full])).max() > Z  # truncated ES is biased here
+
+    # variance, closed form: the loss is quadratic in the per-step perturbations e = sigma z
+    # (z in R^steps), so L+ - L- = 2 sigma a.z with a_tau = dL_5/d theta_tau (theta of step tau),
+    # and one pair's PES estimate is (a.z)(1.z): variance steps |a|^2 + (a.1)^2; ES's: 2 a_5^2
+    def per_step(thetas):
+        s = s0
+        for t in range(steps - 1):
+            s = model.cell.apply({"theta": thetas[t:t + 1]}, s, x[0])[0]
+        return _hand_loss(model, {"cell": {"theta": thetas[-1:]}, "head": {}}, s, x, y, w)[0]
+
+    a = np.asarray(jax.grad(per_step)(jnp.full((steps,), 0.5, jnp.float32)), np.float64)
+    np.testing.assert_allclose(a.sum(), g_full, rtol=1e-5)
+    np.testing.assert_allclose(a[-1], g_cut, rtol=1e-5)
+    for name, sample, var in (("pes", pes_g, steps * a @ a + a.sum() ** 2),
+                              ("es", es_g, 2 * a[-1] ** 2)):
+        d = sample[:, 0].astype(np.float64) - sample[:, 0].mean()
+        v, se = d.var(), np.sqrt(((d ** 2 - d.var()) ** 2).mean() / d.size)
+        assert abs(v - var) < Z * se, (name, v, var, se)
+    other = 2 * a[-1] ** 2  # power: PES's sample variance is not ES's closed form
+    d = pes_g[:, 0] - pes_g[:, 0].mean()
+    assert abs(d.var() - other) > Z * np.sqrt(((d ** 2 - d.var()) ** 2).mean() / d.size)
 
 
 @pytest.mark.parametrize("spec", ["es:0.05", "pes:0.05"])
