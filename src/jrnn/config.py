@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from . import validation
 from .cells import CELLS
+from .grads import ESTIMATORS
 from .step import OPTIMIZERS
 
 __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "LoopConfig", "TrainConfig", "add_flags",
@@ -94,8 +95,7 @@ class OptimConfig:
     optimizer: str = _f("adam", "optax optimizer (jrnn.OPTIMIZERS)", tuple(OPTIMIZERS))
     lr: float = _f(0.005, "learning rate")
     clip: typing.Optional[float] = _f(1.0, "max global gradient norm ('none': no clipping)")
-    grad: str = _f("full", "gradient estimator: full | truncated:K | randomized:P | "
-                   "checkpointed[:S] | rtrl | uoro | snap1")
+    grad: str = _f("full", "gradient estimator: " + " | ".join(s.usage for s in ESTIMATORS.values()))
 
     def __post_init__(self):
         _check(self)
