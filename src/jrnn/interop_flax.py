@@ -54,10 +54,13 @@ class LinenCell(nn.RNNCellBase):
     cell: Cell
     vocab_size: int | None = None
 
+    def __post_init__(self):
+        _check_cell(self.cell)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, carry, x):
         """One step: ``(carry, x [B..., D] | ids [B...]) -> (carry, h [B..., H])``."""
-        _check_cell(self.cell)
         size = x.shape[-1] if self.vocab_size is None else self.vocab_size
         params = self.param("cell", lambda key: self.cell.init(key, size))
         return self.cell.apply(params, carry, x)
