@@ -130,6 +130,7 @@ def _assert_trees_close(a, b, atol=1e-5):
 @pytest.mark.parametrize("name", ["lstm", "stack"])  # gru: the token-id test; rnn: torch's
 def test_linen_rnn_equals_unroll_values_and_grads(name):
     import flax.linen as nn
+
     from jrnn.interop_flax import LinenCell
     cell, xs = CELLS[name](), _xs(4)
     rnn = nn.RNN(LinenCell(cell), time_major=True)
@@ -144,6 +145,7 @@ def test_linen_rnn_equals_unroll_values_and_grads(name):
 
 def test_linen_cell_takes_token_ids():
     import flax.linen as nn
+
     from jrnn.interop_flax import LinenCell
     cell, ids = jrnn.gru(H), jax.random.randint(jax.random.PRNGKey(0), (B, T), 0, 7)
     rnn = nn.RNN(LinenCell(cell, vocab_size=7))  # batch-major [B, T]
@@ -178,6 +180,7 @@ def _train(loss_fn, params, steps=60):
 
 def test_flax_model_with_linen_cell_trains():
     import flax.linen as nn
+
     from jrnn.interop_flax import LinenCell
 
     class Model(nn.Module):  # as one would write with nn.LSTMCell
@@ -195,6 +198,7 @@ def test_flax_model_with_linen_cell_trains():
 @pytest.mark.parametrize("name", ["stack"])  # a tuple of gru and lstm params
 def test_nnx_cell_equals_pure_cell_values_and_grads(name):
     from flax import nnx
+
     from jrnn.interop_flax import NnxCell
     cell, xs = CELLS[name](), _xs(6)
     mod = NnxCell(cell, D, rngs=nnx.Rngs(0))
@@ -210,6 +214,7 @@ def test_nnx_cell_equals_pure_cell_values_and_grads(name):
 
 def test_adapters_refuse_a_non_cell():
     import flax.linen as nn
+
     from jrnn.interop_flax import LinenCell
     with pytest.raises(TypeError, match="jrnn Cell"):
         nn.RNN(LinenCell("lstm"))

@@ -35,6 +35,13 @@ class EqxCell(eqx.Module):
     Attributes:
       cell: the cell (static).
       params: the cell's params pytree.
+
+    Example::
+
+        m = EqxCell(jrnn.lstm(32), D, key=jax.random.PRNGKey(0))
+        hs, carry = m.unroll(xs)                      # xs [T, B, D] -> hs [T, B, 32]
+        carry, h = m(m.initial_carry((B,)), xs[0])    # one step
+        grads = eqx.filter_grad(lambda m: loss(m.unroll(xs)[0]))(m)  # grads.params
     """
 
     params: Any
@@ -42,7 +49,8 @@ class EqxCell(eqx.Module):
 
     def __init__(self, cell: Cell, input_size: int | None = None, *, key=None, params=None):
         if not isinstance(cell, Cell):
-            raise TypeError(f"cell must be a jrnn Cell (jrnn.lstm(H), ...), got {type(cell).__name__}")
+            raise TypeError("cell must be a jrnn Cell (jrnn.lstm(H), ...), got "
+                            f"{type(cell).__name__}")
         if params is None and (key is None or input_size is None):
             raise ValueError("EqxCell needs input_size and key (or ready params=)")
         self.cell = cell

@@ -1,4 +1,4 @@
-"""Flax adapters: any jrnn :class:`~jrnn.cells.Cell` as a ``flax.linen`` RNN cell or a ``flax.nnx`` module.
+"""Flax adapters: a jrnn :class:`~jrnn.cells.Cell` as a ``flax.linen`` RNN cell, an ``nnx`` module.
 
 Both are thin wrappers over the cell's pure functions; the params are the
 cell's own pytree, 1:1, initialised by ``cell.init``:
@@ -48,7 +48,16 @@ class LinenCell(nn.RNNCellBase):
         (then ``num_feature_axes`` is 0 and ``nn.RNN`` takes ``[B, T]``).
 
     ``__call__(carry, x)`` is one step: ``carry`` of batch shape ``B...``,
-    ``x`` ``[B..., D]`` -> ``(carry, h [B..., H])``.
+    ``x`` ``[B..., D]`` -> ``(carry, h [B..., H])``. (Each step projects its own
+    input; :func:`jrnn.unroll` on the same params projects all steps at once.)
+
+    Example::
+
+        rnn = nn.RNN(LinenCell(jrnn.lstm(64)))       # where nn.LSTMCell(64) was
+        variables = rnn.init(key, xs)                 # xs [B, T, D]
+        hs = rnn.apply(variables, xs)                 # [B, T, 64]
+        params = variables["params"]["cell"]["cell"]  # jrnn.lstm(64)'s params
+        jrnn.unroll(jrnn.lstm(64), params, xs, time_major=False)[0]  # == hs
     """
 
     cell: Cell
@@ -67,9 +76,10 @@ class LinenCell(nn.RNNCellBase):
 
     @nn.nowrap
     def initialize_carry(self, rng: Any, input_shape: tuple[int, ...]):
-        """Zeros for inputs of ``input_shape`` (``[B..., D]``, or ``[B...]`` for ids); ``rng`` unused."""
+        """Zeros for inputs of shape ``[B..., D]`` (``[B...]`` for ids); ``rng`` is unused."""
         del rng
-        return self.cell.initial_carry(tuple(input_shape[:len(input_shape) - self.num_feature_axes]))
+        batch_ndim = len(input_shape) - self.num_feature_axes
+        return self.cell.initial_carry(tuple(input_shape[:batch_ndim]))
 
     @property
     def num_feature_axes(self) -> int:
@@ -84,6 +94,13 @@ class NnxCell(nnx.Module):
       cell: the jrnn cell.
       input_size: ``D`` (or the vocabulary size for token-id inputs).
       rngs: ``nnx.Rngs``; ``rngs.params()`` seeds ``cell.init``.
+
+    Example::
+
+        m = NnxCell(jrnn.gru(32), D, rngs=nnx.Rngs(0))
+        hs, carry = m.unroll(xs)                      # xs [T, B, D] -> hs [T, B, 32]
+        carry, h = m(m.initial_carry((B,)), xs[0])    # one step
+        grads = nnx.grad(lambda m: loss(m.unroll(xs)[0]))(m)
     """
 
     def __init__(self, cell: Cell, input_size: int, *, rngs: nnx.Rngs):
@@ -93,7 +110,8 @@ class NnxCell(nnx.Module):
 
     def cell_params(self):
         """The plain jrnn params pytree (arrays, not ``nnx.Param``)."""
-        return jax.tree.map(lambda p: p[...], self.params, is_leaf=lambda v: isinstance(v, nnx.Param))
+        is_param = lambda v: isinstance(v, nnx.Param)
+        return jax.tree.map(lambda p: p[...], self.params, is_leaf=is_param)
 
     def initial_carry(self, batch_shape: tuple[int, ...] = ()):
         """The cell's zero carry for batch shape ``B...``."""
