@@ -24,7 +24,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["from_torch", "to_torch", "KINDS", "DIRECTIONS"]
+__all__ = ["DIRECTIONS", "KINDS", "from_torch", "to_torch"]
 
 KINDS = ("rnn", "rnn-relu", "lstm", "gru")  # the cell registry's names (jrnn.cells.CELLS)
 _GATES = {"rnn": 1, "rnn-relu": 1, "lstm": 4, "gru": 3}
