@@ -20,7 +20,7 @@ from jrnn.models import Model, classifier, language_model, regressor, sequence_l
 from jrnn.run import RunDir, load_run
 from jrnn.scan import bidirectional, unroll
 from jrnn.step import (OPTIMIZERS, TrainState, evaluate, held_out, init_state, init_states,
-                       make_optimizer, train_step)
+                       make_optimizer, set_hyperparam, train_step)
 
 __version__ = "0.1.0"
 
@@ -30,6 +30,6 @@ __all__ = [
     "accuracy", "bidirectional", "bits_per_char", "by_name", "cells", "check_token_ids", "classifier",
     "compare", "data", "elman", "evaluate", "fit", "from_torch", "grads", "gru", "held_out",
     "init_state", "init_states", "language_model", "load_run", "lstm", "make_optimizer",
-    "perplexity", "predict", "regressor", "reuse_host_memory", "sequence_loss", "stack",
+    "perplexity", "predict", "regressor", "reuse_host_memory", "sequence_loss", "set_hyperparam", "stack",
     "train_step", "unroll", "validation",
 ]

@@ -53,8 +53,6 @@ def _config(args):
 
 
 def cmd_train(args) -> int:
-    import dataclasses
-
     import jax
 
     import jrnn
@@ -72,7 +70,8 @@ def cmd_train(args) -> int:
     print(f"corpus: {len(train):,} train / {0 if val is None else len(val):,} val tokens, "
           f"vocab {len(vocab)}; model {model.cell.name} H={cfg.model.hidden}; grad {est.name}; "
           f"{cfg.optim.optimizer} lr={cfg.optim.lr} clip={cfg.optim.clip}; B={B} T={T}"
-          f"{f'; {cfg.loop.seeds} seeds' if cfg.loop.seeds > 1 else ''}; "
+          f"{f'; {cfg.loop.seeds} seeds' if cfg.loop.seeds > 1 else ''}"
+          f"{f' x {len(cfg.optim.lr)} learning rates' if isinstance(cfg.optim.lr, tuple) else ''}; "
           f"device {jax.devices()[0].platform}")
     validate = None
     if val is not None:
@@ -81,7 +80,7 @@ def cmd_train(args) -> int:
                                      carry_over=kind == "sequential")
         else:
             print(f"note: validation tail of {len(val)} tokens is too short for B={B}, T={T}; skipped")
-    loop = dataclasses.replace(cfg.loop, steps_per_epoch=data.num_batches(len(train), B, T, kind))
+    loop = C.loop_of(cfg, steps_per_epoch=data.num_batches(len(train), B, T, kind))
     res = jrnn.fit(model, opt, lambda epoch: data.batches(train, B, T, kind, seed=cfg.loop.seed,
                                                           epoch=epoch),
                    estimator=est, batch_size=B, carry_over=kind == "sequential", validate=validate,
@@ -95,12 +94,14 @@ def cmd_train(args) -> int:
 
 
 def _samples(model, params, vocab, cfg):
-    """A greedy and a sampled continuation of ``--prefix`` (seed 0's model with ``--seeds``)."""
+    """A greedy and a sampled continuation of ``--prefix`` (run 0's model in a sweep)."""
     import jax
 
     import jrnn
+    from jrnn import config as C
 
-    if cfg.loop.seeds > 1:
+    loop = C.loop_of(cfg)
+    if loop.seeds > 1 or loop.lrs:  # a sweep: run 0's model
         params = jax.tree.map(lambda a: a[0], params)
     if cfg.run.sample_length == 0:
         return
@@ -126,7 +127,7 @@ def _report(history):
             line += f", validation perplexity {_mean(vals[-1]['val_ppl']):.2f}"
         print(f"{line}; {rates[len(rates) // 2]:,.0f} tokens/s (median); "
               f"{train[-1]['train_seconds']:.1f} s of training"
-              + (" (means over seeds)" if isinstance(train[-1]["train_ppl"], list) else ""))
+              + (" (means over runs)" if isinstance(train[-1]["train_ppl"], list) else ""))
 
 
 def _plot(history, path):
@@ -169,8 +170,8 @@ def cmd_generate(args) -> int:
     import jrnn
 
     model, params, vocab, cfg = jrnn.load_run(args.run)
-    if cfg.loop.seeds > 1:
-        params = jax.tree.map(lambda a: a[0], params)
+    if jax.tree.leaves(params)[0].ndim == jax.tree.leaves(model.init(jax.random.key(0)))[0].ndim + 1:
+        params = jax.tree.map(lambda a: a[0], params)  # a sweep: run 0's model
     ids = vocab.encode(args.prefix if vocab.token == "char" else args.prefix.split())
     out = jrnn.predict(model, params, ids, args.length, key=jax.random.key(args.seed),
                        temperature=args.temperature)

@@ -27,7 +27,7 @@ from .grads import ESTIMATORS
 from .step import OPTIMIZERS
 
 __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "LoopConfig", "TrainConfig", "add_flags",
-           "from_flags", "build_model", "build_optimizer", "build_estimator"]
+           "from_flags", "loop_of", "build_model", "build_optimizer", "build_estimator"]
 
 
 def _f(default, help: str, choices=None, resumable: bool = False, flag: bool = True):
@@ -93,11 +93,15 @@ class OptimConfig:
     """How gradients are estimated and applied."""
 
     optimizer: str = _f("adam", "optax optimizer (jrnn.OPTIMIZERS)", tuple(OPTIMIZERS))
-    lr: float = _f(0.005, "learning rate")
+    lr: typing.Union[float, typing.Tuple[float, ...]] = _f(
+        0.005, "learning rate; a comma-separated list (0.1,0.3,1) sweeps them, crossed with --seeds, "
+        "in one vmapped program")
     clip: typing.Optional[float] = _f(1.0, "max global gradient norm ('none': no clipping)")
     grad: str = _f("full", "gradient estimator: " + " | ".join(s.usage for s in ESTIMATORS.values()))
 
     def __post_init__(self):
+        if isinstance(self.lr, list):  # from JSON
+            object.__setattr__(self, "lr", tuple(self.lr))
         _check(self)
         build_optimizer(self)  # the one place that knows the valid values
         build_estimator(self)
@@ -127,8 +131,15 @@ class LoopConfig:
                      flag=False)
     steps_per_epoch: typing.Optional[int] = _f(None, "batches per epoch, for the progress bar",
                                                resumable=True, flag=False)
+    lrs: typing.Optional[typing.Tuple[float, ...]] = _f(
+        None, "learning rates swept in one vmapped program, crossed with seeds (run s * len(lrs) "
+        "+ j is seed s with lrs[j]); needs make_optimizer(..., inject=True)", flag=False)
 
     def __post_init__(self):
+        if self.lrs is not None:
+            object.__setattr__(self, "lrs", tuple(float(v) for v in self.lrs))
+            if not self.lrs or not all(math.isfinite(v) and v > 0 for v in self.lrs):
+                raise ValueError(f"lrs must be learning rates > 0, got {self.lrs!r}")
         _check(self, positive=("epochs", "seeds", "log_every", "eval_every", "save_every", "keep",
                                "max_skips", "steps_per_epoch"), nonneg=("seed",))
         t = self.time_limit
@@ -197,6 +208,9 @@ def _section(sec, d: dict):
 def _flag_type(tp):
     """``(argparse type, is_bool)`` for a field annotation; ``Optional[X]`` also takes 'none'."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(args) == 2 and typing.get_origin(args[1]) is tuple:  # a number or a list of them
+        item = args[0]
+        return (lambda s: item(s) if "," not in s else tuple(item(v) for v in s.split(","))), False
     base = args[0] if args else tp
     if base is bool:
         return None, True
@@ -259,6 +273,13 @@ def from_flags(namespace: argparse.Namespace, base: TrainConfig | None = None,
 # what a config builds: the model, the optimizer, the estimator
 
 
+def loop_of(config: TrainConfig, **changes) -> LoopConfig:
+    """The :class:`LoopConfig` :func:`jrnn.fit` runs for ``config``: its ``loop``
+    section, with ``lrs`` from a swept ``--lr`` list, and ``changes``."""
+    lr = config.optim.lr
+    return dataclasses.replace(config.loop, lrs=lr if isinstance(lr, tuple) else None, **changes)
+
+
 def build_model(model: ModelConfig, vocab_size: int):
     """The char/word LM of a config: ``layers`` stacked cells and a dense readout."""
     from . import cells, models
@@ -271,10 +292,14 @@ def build_model(model: ModelConfig, vocab_size: int):
 def build_optimizer(optim: OptimConfig):
     from .step import make_optimizer
 
-    clip = optim.clip
+    clip, lr = optim.clip, optim.lr
     if clip is not None and not (isinstance(clip, (int, float)) and math.isfinite(clip)):
         raise ValueError(f"clip must be a finite number > 0 or None, got {clip!r}")
-    return make_optimizer(optim.optimizer, optim.lr, clip)
+    if isinstance(lr, tuple):  # a sweep: each run's rate is set in its optimizer state
+        for v in lr:
+            make_optimizer(optim.optimizer, v, clip)
+        return make_optimizer(optim.optimizer, lr[0], clip, inject=True)
+    return make_optimizer(optim.optimizer, lr, clip)
 
 
 def build_estimator(optim: OptimConfig):

@@ -35,7 +35,7 @@ from .grads import GradientEstimator, full
 from .metrics import MetricsWindow
 from .models import Model
 from .run import RunDir
-from .step import TrainState, init_state, init_states, train_step
+from .step import TrainState, init_state, init_states, set_hyperparam, train_step
 
 __all__ = ["fit", "FitResult"]
 
@@ -77,10 +77,13 @@ def fit(model: Model, optimizer, train_batches: Callable[[int], Iterable[Batch]]
       carry_over: carry the state across batches (sequential partitioning).
       validate: ``params -> {name: float}`` (e.g. :func:`jrnn.held_out`), run
         every ``config.eval_every`` steps and at each epoch end; its values
-        join a record ``{"step", "epoch", "train_seconds", ...}`` (lists of
-        ``S`` values with ``config.seeds = S``).
+        join a record ``{"step", "epoch", "train_seconds", ...}`` (lists of one
+        value per run with ``config.seeds > 1`` or ``config.lrs``).
       config: the loop's settings (:class:`jrnn.LoopConfig`): epochs, seed,
-        seeds, logging, evaluation, saving, the non-finite policy, time limit.
+        seeds and learning-rate sweeps (``lrs``, with an optimizer from
+        ``make_optimizer(..., inject=True)``: ``seeds x len(lrs)`` runs in one
+        vmapped program, each with its own metrics and non-finite guard),
+        logging, evaluation, saving, the non-finite policy, time limit.
       run_dir: if set, write ``metrics.jsonl`` and checkpoints there (at the
         end, every ``config.save_every`` steps, on SIGINT/SIGTERM). A fresh
         run replaces the checkpoints and metrics of an earlier one.
@@ -101,7 +104,7 @@ def fit(model: Model, optimizer, train_batches: Callable[[int], Iterable[Batch]]
     estimator = estimator or _FULL
     batch_size = _check_args(model, optimizer, train_batches, validate, config, batch_size,
                              run_dir, resume)
-    cfg, S = config, (config.seeds if config.seeds > 1 else None)
+    cfg, S = config, _runs(config)
     run = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir, cfg.keep)
     loop = _Loop(model, estimator, cfg, run, batch_size, carry_over, validate)
     loop.begin(optimizer, state, resume)
@@ -139,7 +142,7 @@ class _Loop:
                  carry_over: bool, validate):
         self.model, self.estimator, self.cfg, self.run = model, estimator, cfg, run
         self.batch_size, self.carry_over, self.validate = batch_size, carry_over, validate
-        self.seeds = cfg.seeds if cfg.seeds > 1 else None
+        self.runs = _runs(cfg)  # the vmapped runs (seeds x lrs), or None for one model
         self.key = jax.random.key(cfg.seed)
         self.window = MetricsWindow(cfg.on_nonfinite, cfg.max_skips)
         self.history: list = []
@@ -154,10 +157,10 @@ class _Loop:
     def begin(self, optimizer, state, resume: bool):
         m, est, B = self.model, self.estimator, self.batch_size
         if state is None:
-            state = (init_state(m, optimizer, est, self.key, B) if self.seeds is None else
-                     init_states(m, optimizer, est, jax.random.split(self.key, self.seeds), B))
+            state = (init_state(m, optimizer, est, self.key, B) if self.runs is None else
+                     _init_runs(m, optimizer, est, self.key, B, self.cfg))
         else:
-            if self.seeds is None:
+            if self.runs is None:
                 validation.check_state(m, optimizer, est, state, B)
             state = jax.tree.map(jnp.copy, state)  # the step donates its input: keep the caller's
         self.state = state
@@ -185,14 +188,15 @@ class _Loop:
         return {"cell": m.cell.name, "hidden_size": int(m.cell.hidden_size),
                 "input_size": int(m.input_size), "tokens": bool(m.tokens),
                 "estimator": self.estimator.name, "seed": int(self.cfg.seed),
-                "seeds": int(self.cfg.seeds), "batch_size": int(self.batch_size),
+                "seeds": int(self.cfg.seeds), "lrs": None if self.cfg.lrs is None else list(self.cfg.lrs),
+                "batch_size": int(self.batch_size),
                 "carry_over": bool(self.carry_over)}
 
     # -- each step
 
     def key_of(self, step: int):
         k = jax.random.fold_in(self.key, step)
-        return k if self.seeds is None else jax.random.split(k, self.seeds)
+        return k if self.runs is None else jax.random.split(k, self.runs)
 
     def check(self, batch):
         if not isinstance(batch, Batch):
@@ -245,10 +249,10 @@ class _Loop:
         self.window.drain(*self.last_checkpoint())  # never validate past a non-finite step
         with self.clock.paused():
             p = self.state.params
-            if self.seeds is None:
+            if self.runs is None:
                 vals = self.validate(p)
             else:
-                per = [self.validate(jax.tree.map(lambda a: a[s], p)) for s in range(self.seeds)]
+                per = [self.validate(jax.tree.map(lambda a: a[s], p)) for s in range(self.runs)]
                 vals = {k: [d[k] for d in per] for k in per[0]}
         self.evaluated_at = self.pos.step
         self.log({"step": self.pos.step, "epoch": self.pos.epoch,
@@ -383,6 +387,25 @@ class _LogLines:
 
     def close(self):
         pass
+
+
+def _runs(cfg: LoopConfig) -> int | None:
+    """How many runs are vmapped (``seeds`` x ``len(lrs)``), or ``None`` for one model."""
+    n = cfg.seeds * (len(cfg.lrs) if cfg.lrs else 1)
+    return n if n > 1 else None
+
+
+def _init_runs(model, optimizer, estimator, key, batch_size: int, cfg: LoopConfig):
+    """The stacked states of a sweep: run ``s * len(lrs) + j`` has seed ``s``'s params
+    (``key`` itself for one seed, else ``split(key, seeds)[s]``) and learning rate ``lrs[j]``."""
+    keys = key[None] if cfg.seeds == 1 else jax.random.split(key, cfg.seeds)
+    if cfg.lrs:
+        keys = keys[np.repeat(np.arange(cfg.seeds), len(cfg.lrs))]
+    state = init_states(model, optimizer, estimator, keys, batch_size)
+    if cfg.lrs:
+        lrs = np.tile(np.asarray(cfg.lrs, np.float32), cfg.seeds)
+        state = state._replace(opt_state=set_hyperparam(state.opt_state, "learning_rate", lrs))
+    return state
 
 
 def _check_args(model, optimizer, train_batches, validate, config, batch_size, run_dir, resume):

@@ -142,20 +142,21 @@ class RunDir:
 def load_run(path: str | os.PathLike) -> tuple[Any, Any, Any, Any]:
     """``(model, params, vocab, config)`` from a ``jrnn train`` run's latest checkpoint.
 
-    With ``--seeds S`` the params carry a leading ``[S]`` axis.
+    With ``--seeds S`` (or a swept ``--lr``) the params carry a leading axis, one per run.
     """
     import jax
 
     from . import config as C
-    from .step import init_state, init_states
+    from .loop import _init_runs, _runs
+    from .step import init_state
 
     run = RunDir(path)
     cfg, vocab = run.read_config(), run.read_vocab()
     model = C.build_model(cfg.model, len(vocab))
     opt, est = C.build_optimizer(cfg.optim), C.build_estimator(cfg.optim)
-    key, B, S = jax.random.key(0), cfg.data.batch_size, cfg.loop.seeds
-    template = (init_state(model, opt, est, key, B) if S == 1
-                else init_states(model, opt, est, jax.random.split(key, S), B))
+    loop, key, B = C.loop_of(cfg), jax.random.key(0), cfg.data.batch_size
+    template = (init_state(model, opt, est, key, B) if _runs(loop) is None
+                else _init_runs(model, opt, est, key, B, loop))
     restored = run.checkpointer.restore(template)
     if restored is None:
         raise FileNotFoundError(f"no checkpoint in {os.fspath(path)!r}")

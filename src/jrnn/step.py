@@ -26,8 +26,8 @@ from .grads import GradientEstimator, full
 from .metrics import perplexity
 from .models import Model, sequence_loss
 
-__all__ = ["TrainState", "OPTIMIZERS", "make_optimizer", "init_state", "init_states", "train_step",
-           "evaluate", "held_out"]
+__all__ = ["TrainState", "OPTIMIZERS", "make_optimizer", "set_hyperparam", "init_state",
+           "init_states", "train_step", "evaluate", "held_out"]
 
 
 class TrainState(NamedTuple):
@@ -48,12 +48,13 @@ class TrainState(NamedTuple):
 
 # one registry of optimizer names -> ``lr -> optax.GradientTransformation``
 OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
-    "sgd": optax.sgd, "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+    "sgd": optax.sgd, "momentum": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9),
     "adam": optax.adam, "adamw": optax.adamw, "rmsprop": optax.rmsprop,
 }
 
 
-def make_optimizer(name: str = "sgd", lr: float = 1.0, clip: float | None = 1.0):
+def make_optimizer(name: str = "sgd", lr: float = 1.0, clip: float | None = 1.0, *,
+                   inject: bool = False):
     """Optax optimizer with optional global-norm clipping (d2l's ``grad_clipping``).
 
     Args:
@@ -61,6 +62,9 @@ def make_optimizer(name: str = "sgd", lr: float = 1.0, clip: float | None = 1.0)
         ``"adamw"``, ``"rmsprop"``).
       lr: learning rate (> 0).
       clip: max global gradient norm (> 0), or ``None`` for no clipping.
+      inject: keep the learning rate in the optimizer state as an array
+        (``optax.inject_hyperparams``), so :func:`set_hyperparam` changes it
+        without recompiling the step, and a vmapped sweep gives each run its own.
 
     References: Pascanu, Mikolov & Bengio 2013 (clipping).
     """
@@ -70,8 +74,39 @@ def make_optimizer(name: str = "sgd", lr: float = 1.0, clip: float | None = 1.0)
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
         raise ValueError(f"clip must be > 0 or None, got {clip!r}")
-    opt = OPTIMIZERS[name](lr)
+    make = optax.inject_hyperparams(OPTIMIZERS[name]) if inject else OPTIMIZERS[name]
+    opt = make(learning_rate=lr)
     return opt if clip is None else optax.chain(optax.clip_by_global_norm(clip), opt)
+
+
+def _injected(x) -> bool:
+    return hasattr(x, "hyperparams") and hasattr(x, "inner_state")
+
+
+def set_hyperparam(opt_state, name: str, value):
+    """``opt_state`` with the injected hyper-parameter ``name`` set to ``value``.
+
+    For optimizers built with ``make_optimizer(..., inject=True)``. ``value``
+    is a scalar, or ``[S]`` for the state of ``S`` vmapped runs (one per run).
+
+    Raises:
+      ValueError: the state holds no injected ``name``.
+    """
+    found = []
+
+    def put(x):
+        if _injected(x) and name in x.hyperparams:
+            found.append(x)
+            old = x.hyperparams[name]
+            new = jnp.broadcast_to(jnp.asarray(value, old.dtype), jnp.shape(old))
+            return x._replace(hyperparams={**x.hyperparams, name: new})
+        return x
+
+    out = jax.tree.map(put, opt_state, is_leaf=_injected)
+    if not found:
+        raise ValueError(f"the optimizer state has no injected hyper-parameter {name!r}; build "
+                         f"the optimizer with make_optimizer(..., inject=True)")
+    return out
 
 
 def init_state(model: Model, optimizer, estimator: GradientEstimator, key,
