@@ -13,7 +13,7 @@ from jrnn.data.batches import Batch
 from jrnn.generate import predict
 from jrnn.grads import GradientEstimator, OnlineCarry
 from jrnn.host_memory import reuse_host_memory
-from jrnn.interop import from_torch
+from jrnn.interop import from_torch, to_torch
 from jrnn.loop import FitResult, fit
 from jrnn.metrics import MetricsWindow, NonFiniteError, accuracy, bits_per_char, perplexity
 from jrnn.models import Model, classifier, language_model, regressor, sequence_loss
@@ -31,5 +31,5 @@ __all__ = [
     "compare", "data", "elman", "evaluate", "fit", "from_torch", "grads", "gru", "held_out",
     "init_state", "init_states", "language_model", "load_run", "lstm", "make_optimizer",
     "perplexity", "predict", "regressor", "reuse_host_memory", "sequence_loss", "set_hyperparam", "stack",
-    "train_step", "unroll", "validation",
+    "to_torch", "train_step", "unroll", "validation",
 ]
