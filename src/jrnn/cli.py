@@ -98,11 +98,8 @@ def _samples(model, params, vocab, cfg):
     import jax
 
     import jrnn
-    from jrnn import config as C
 
-    loop = C.loop_of(cfg)
-    if loop.seeds > 1 or loop.lrs:  # a sweep: run 0's model
-        params = jax.tree.map(lambda a: a[0], params)
+    params = _first_run(params, cfg)
     if cfg.run.sample_length == 0:
         return
     ids = vocab.encode(cfg.run.prefix if vocab.token == "char" else cfg.run.prefix.split())
@@ -111,6 +108,16 @@ def _samples(model, params, vocab, cfg):
     sampled = vocab.decode(jrnn.predict(model, params, ids, n, key=jax.random.key(cfg.loop.seed),
                                         temperature=0.7))
     print(f"\ngreedy : {greedy!r}\nsampled: {sampled!r}  (temperature 0.7)")
+
+
+def _first_run(params, cfg):
+    """Run 0's params of a sweep (``--seeds`` > 1 or a ``--lr`` list); the params otherwise."""
+    import jax
+
+    from jrnn import config as C
+
+    loop = C.loop_of(cfg)
+    return jax.tree.map(lambda a: a[0], params) if loop.seeds > 1 or loop.lrs else params
 
 
 def _mean(v):
@@ -170,8 +177,7 @@ def cmd_generate(args) -> int:
     import jrnn
 
     model, params, vocab, cfg = jrnn.load_run(args.run)
-    if jax.tree.leaves(params)[0].ndim == jax.tree.leaves(model.init(jax.random.key(0)))[0].ndim + 1:
-        params = jax.tree.map(lambda a: a[0], params)  # a sweep: run 0's model
+    params = _first_run(params, cfg)
     ids = vocab.encode(args.prefix if vocab.token == "char" else args.prefix.split())
     out = jrnn.predict(model, params, ids, args.length, key=jax.random.key(args.seed),
                        temperature=args.temperature)

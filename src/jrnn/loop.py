@@ -17,6 +17,7 @@ as the same run left uninterrupted, on the same machine.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import sys
@@ -340,18 +341,13 @@ class _Stopwatch:
     def seconds(self) -> float:
         return self.total + (time.perf_counter() - self.since if self.since is not None else 0.0)
 
-    class _Pause:
-        def __init__(self, watch):
-            self.watch = watch
-
-        def __enter__(self):
-            self.watch.total, self.watch.since = self.watch.seconds(), None
-
-        def __exit__(self, *exc):
-            self.watch.start()
-
+    @contextlib.contextmanager
     def paused(self):
-        return _Stopwatch._Pause(self)
+        self.total, self.since = self.seconds(), None
+        try:
+            yield
+        finally:
+            self.start()
 
 
 def _bar(cfg: LoopConfig, pos: _Position):

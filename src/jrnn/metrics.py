@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import math
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 __all__ = ["perplexity", "bits_per_char", "accuracy", "MetricsWindow", "NonFiniteError"]
 
 
@@ -28,8 +32,6 @@ def accuracy(logits, labels, mask=None):
       labels: ``[...]`` ints.
       mask: optional ``[...]`` weights.
     """
-    import jax.numpy as jnp
-
     hit = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     if mask is None:
         return hit.mean()
@@ -82,8 +84,6 @@ class MetricsWindow:
         self.tokens += tokens
 
     def _init(self, shape):
-        import numpy as np
-
         z = lambda dt=np.float64: np.zeros(shape, dt)
         self._sums = {"loss": z(), "grad_norm": z(), "n": z(np.int64), "skipped": z(np.int64),
                       "in_a_row": z(np.int64), "skipped_total": z(np.int64)}
@@ -95,9 +95,6 @@ class MetricsWindow:
           checkpoint_step, where: the last checkpoint's step and directory, named
             in the error (``None``/``""``: there is none).
         """
-        import jax
-        import numpy as np
-
         fetched, self.pending = jax.device_get(self.pending), []
         for step, m in fetched:
             finite = np.asarray(m["finite"], bool)
@@ -131,8 +128,6 @@ class MetricsWindow:
         three only if some step was finite; ``skipped`` counts the whole run)
         plus ``"tokens"`` trained on in the window.
         """
-        import numpy as np
-
         self.drain()
         s = self._sums
         if s is None or not (s["n"].any() or s["skipped"].any()):
@@ -156,8 +151,6 @@ class MetricsWindow:
 
     def load(self, state: dict) -> None:
         """Continue from :meth:`state` (a resumed run)."""
-        import numpy as np
-
         self.pending, self.tokens = [], 0
         self._sums = None if not state else {
             k: np.asarray(v, np.int64 if k not in ("loss", "grad_norm") else np.float64)

@@ -111,13 +111,12 @@ def tbptt(k2: int, k1: int | None = None, unroll: int = 1) -> GradientEstimator:
         w = loss_weights(batch)  # [T, B], sums to one over the whole batch
         loss0, mid = jnp.zeros((), w.dtype), carry
         if n0 > 0:  # forward only: nothing of it is differentiated, so nothing is stored
-            loss0, mid = _partial_loss(model, jax.lax.stop_gradient(params), carry, batch, w, 0, n0,
-                                       unroll)
+            loss0, mid = _sequence_loss(model, params, carry, _piece(batch, w, 0, n0), unroll=unroll)
         w_tail = w[n0:]
         scale = 1.0 / jnp.maximum(w_tail.sum(), 1e-30)  # the mean over the last k2 positions
 
         def tail(p):
-            l, c = _partial_loss(model, p, mid, batch, w, n0, T, unroll)
+            l, c = _sequence_loss(model, p, mid, _piece(batch, w, n0, T), unroll=unroll)
             return l * scale, (l, c)
 
         (_, (loss1, new_carry)), grads = jax.value_and_grad(tail, has_aux=True)(params)
@@ -127,16 +126,12 @@ def tbptt(k2: int, k1: int | None = None, unroll: int = 1) -> GradientEstimator:
     return GradientEstimator(_cell_carry, value_and_grad, name)
 
 
-def _partial_loss(model, params, carry, batch, w, lo: int, hi: int, unroll: int):
-    """``sum(loss_t * w_t)`` over steps ``lo:hi`` of ``batch`` (``w``: whole-batch weights)."""
+def _piece(batch, w, lo: int, hi: int):
+    """Steps ``lo:hi`` of ``batch`` weighted by the whole batch's ``w`` (they sum to at most one,
+    so ``loss_weights`` keeps them as they are: ``_sequence_loss`` is ``sum(loss_t * w_t)``)."""
     from ..data.batches import Batch
 
-    piece = Batch(batch.inputs[lo:hi], batch.targets[lo:hi], None)
-    with validation._trusted():
-        hs, carry = scan._unroll_unchecked(model.cell, params["cell"], piece.inputs, carry,
-                                           scan._Options(unroll=unroll))
-    losses = model.loss(model.head(params["head"], hs), piece.targets)
-    return jnp.sum(losses * w[lo:hi]), carry
+    return Batch(batch.inputs[lo:hi], batch.targets[lo:hi], w[lo:hi])
 
 
 def _tbptt_spec(arg: str):
