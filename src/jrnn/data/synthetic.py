@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["adding_task", "copy_task", "sine"]
+__all__ = ["adding_task", "conditional_sines", "copy_task", "parity", "reversal", "sine", "sorting"]
 
 
 def _as_rng(rng) -> np.random.Generator:
@@ -128,3 +128,124 @@ def adding_task(batch_size: int, num_steps: int, rng):
     mask = np.zeros((t, b), np.float32)
     mask[-1] = 1.0
     return xs, ys, targets, mask
+
+
+# ----------------------------------------------------------------------------
+# tasks of the sequence-modelling patterns (Goodfellow 10.2-10.4): sequence to
+# one, aligned and unaligned sequence to sequence
+
+
+def _lengths(rng, b, min_len, max_len):
+    lo = _check_int("min_len", min_len, 1)
+    hi = _check_int("max_len", max_len, 1)
+    if hi < lo:
+        raise ValueError(f"max_len must be >= min_len, got min_len={lo}, max_len={hi}")
+    return rng.integers(lo, hi + 1, size=b).astype(np.int32), hi
+
+
+def _padded_symbols(rng, lengths, max_len, num_symbols):
+    t = np.arange(max_len)[:, None]
+    seqs = rng.integers(1, num_symbols + 1, size=(max_len, len(lengths)), dtype=np.int32)
+    return np.where(t < lengths, seqs, 0).astype(np.int32)
+
+
+def reversal(batch_size: int, min_len: int, max_len: int, num_symbols: int = 8, *, rng):
+    """Unaligned transduction: output the input sequence reversed.
+
+    Args:
+        batch_size: ``B``.
+        min_len, max_len: each example's length is uniform in ``[min_len, max_len]``.
+        num_symbols: ``K``; symbols are ``1..K``, 0 is padding.
+        rng: A ``np.random.Generator`` or an int seed.
+
+    Returns:
+        ``(sources, lengths, targets, lengths)``: int32 ``[max_len, B]``
+        (time-major, zero after each length) and int32 ``[B]``; the target of
+        each example is its source reversed within its length.
+    """
+    b = _check_int("batch_size", batch_size, 1)
+    k = _check_int("num_symbols", num_symbols, 1)
+    rng = _as_rng(rng)
+    n, hi = _lengths(rng, b, min_len, max_len)
+    src = _padded_symbols(rng, n, hi, k)
+    tgt = np.zeros_like(src)
+    for j in range(b):
+        tgt[: n[j], j] = src[: n[j], j][::-1]
+    return src, n, tgt, n.copy()
+
+
+def sorting(batch_size: int, min_len: int, max_len: int, num_symbols: int = 8, *, rng):
+    """Unaligned transduction: output the input's symbols in ascending order.
+
+    Same layout as :func:`reversal`: ``(sources, lengths, targets, lengths)``.
+    """
+    b = _check_int("batch_size", batch_size, 1)
+    k = _check_int("num_symbols", num_symbols, 1)
+    rng = _as_rng(rng)
+    n, hi = _lengths(rng, b, min_len, max_len)
+    src = _padded_symbols(rng, n, hi, k)
+    tgt = np.zeros_like(src)
+    for j in range(b):
+        tgt[: n[j], j] = np.sort(src[: n[j], j])
+    return src, n, tgt, n.copy()
+
+
+def parity(batch_size: int, num_steps: int, *, rng):
+    """Sequence to one: the parity (XOR) of a bit string, read out at the last step.
+
+    Every bit matters: no prefix or suffix predicts the label better than chance.
+
+    Args:
+        batch_size: ``B``.
+        num_steps: ``T``, the number of bits.
+        rng: A ``np.random.Generator`` or an int seed.
+
+    Returns:
+        ``(bits, targets, mask)``: int32 ``[T, B]`` in ``{0, 1}`` (token
+        ids), int32 ``[T, B]`` (the label ``sum(bits) mod 2`` at every step),
+        float32 ``[T, B]`` that is 1 at the last step only.
+    """
+    b = _check_int("batch_size", batch_size, 1)
+    t = _check_int("num_steps", num_steps, 1)
+    rng = _as_rng(rng)
+    bits = rng.integers(0, 2, size=(t, b), dtype=np.int32)
+    targets = np.broadcast_to(bits.sum(0) % 2, (t, b)).astype(np.int32)
+    mask = np.zeros((t, b), np.float32)
+    mask[-1] = 1.0
+    return bits, targets.copy(), mask
+
+
+def conditional_sines(batch_size: int, num_steps: int, num_classes: int = 4, *, rng,
+                      condition: str = "every"):
+    """Vector to sequence: generate the wave of a class, given only the class.
+
+    Class ``c`` has the wave ``y_t = sin(w_c (t + 1))``, ``w_c = 0.2 + 0.15 c``
+    (no noise, no phase: the sequence is a function of the class alone). The
+    input is the class's one-hot vector, at every step (``condition="every"``)
+    or at the first step only and zeros afterwards (``"initial"``: the vector
+    then sets the state the net runs from).
+
+    Args:
+        batch_size: ``B``.
+        num_steps: ``T``.
+        num_classes: ``C``.
+        rng: A ``np.random.Generator`` or an int seed.
+        condition: ``"every"`` or ``"initial"``.
+
+    Returns:
+        ``(xs, ys, classes)``: float32 ``[T, B, C]``, float32 ``[T, B, 1]``, int32 ``[B]``.
+    """
+    b = _check_int("batch_size", batch_size, 1)
+    t = _check_int("num_steps", num_steps, 1)
+    c = _check_int("num_classes", num_classes, 1)
+    if condition not in ("every", "initial"):
+        raise ValueError(f"condition must be 'every' or 'initial', got {condition!r}")
+    rng = _as_rng(rng)
+    classes = rng.integers(0, c, size=b).astype(np.int32)
+    onehot = np.eye(c, dtype=np.float32)[classes]
+    xs = np.broadcast_to(onehot, (t, b, c)).copy()
+    if condition == "initial":
+        xs[1:] = 0.0
+    w = 0.2 + 0.15 * classes
+    ys = np.sin(w[None, :] * np.arange(1, t + 1)[:, None]).astype(np.float32)[..., None]
+    return xs, ys, classes
