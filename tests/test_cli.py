@@ -198,3 +198,76 @@ def final_state_seeds(run):
     keys = jax.random.split(jax.random.key(0), cfg.loop.seeds)
     template = jrnn.init_states(model, opt, jrnn.grads.parse(cfg.optim.grad), keys, cfg.data.batch_size)
     return Checkpointer(run).restore(template)
+
+
+# ------------------------------------------------------------------ text as users bring it
+
+UNICODE = "Le café était très animé. 天地玄黄，宇宙洪荒。 Emoji 🙂🎉 1234 The Time Machine.\n"
+TINY = ["--hidden", "8", "--num-steps", "5", "--batch-size", "4", "--epochs", "1", "--seed", "0",
+        "--val-fraction", "0", "--sample-length", "4", "--log-every", "50", "--no-progress"]
+
+
+def _saved(run, name):
+    with open(os.path.join(run, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_a_unicode_file_trains_as_raw_chars_and_as_bytes(tmp_path, capsys):
+    path = tmp_path / "unicode.txt"
+    path.write_text(UNICODE * 20, encoding="utf-8")
+    char, byte = str(tmp_path / "char"), str(tmp_path / "byte")
+    assert cli.main(["train", "--text", str(path), "--out", char, "--prefix", "☃x", *TINY]) == 0
+    assert cli.main(["train", "--text", str(path), "--token", "byte", "--out", byte, *TINY]) == 0
+    out = capsys.readouterr().out
+    assert f"vocab {len(set(UNICODE)) + 1} (char, raw)" in out and "vocab 256 (byte, raw)" in out
+    # --prefix lacks characters of the text: the samples continue the text's first ones
+    assert "note: --prefix '☃x' has characters the vocabulary lacks ('☃', 'x')" in out
+    assert "greedy : 'Le" in out
+    assert _saved(char, "config.json")["data"]["preprocess"] == "raw"  # auto, resolved once
+    assert set(_saved(char, "vocab.json")["idx_to_token"][1:]) == set(UNICODE)
+    assert _saved(byte, "vocab.json") == {"token": "byte", "preprocess": "raw"}
+
+    assert cli.main(["generate", "--run", char, "--prefix", "天地 The", "--length", "3"]) == 0
+    assert capsys.readouterr().out.startswith("天地 The")  # case and CJK kept, no <unk>
+    assert cli.main(["generate", "--run", char, "--prefix", "Zq☃ T", "--length", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "3 character(s) the run's vocabulary of" in err and "lacks: 'Z', 'q', '☃'" in err
+    assert cli.main(["generate", "--run", byte, "--prefix", "☃", "--length", "3"]) == 0
+    assert capsys.readouterr().out.startswith("☃")  # bytes: any prefix encodes
+
+
+def test_d2l_words_min_freq_and_the_prefix_read_like_the_text(tmp_path, capsys):
+    import collections
+    import re
+
+    rng = np.random.default_rng(0)
+    vocab_words = ["The", "Time", "Machine,", "went", "INTO", "the", "future!", "rare1", "odd"]
+    words = list(rng.choice(vocab_words, 600, p=[.2, .2, .15, .15, .1, .1, .07, .02, .01]))
+    path = tmp_path / "words.txt"
+    path.write_text(" ".join(words))
+    run = str(tmp_path / "w")
+    assert cli.main(["train", "--text", str(path), "--token", "word", "--preprocess", "d2l",
+                     "--min-freq", "10", "--out", run, *TINY]) == 0
+    counts = collections.Counter(re.findall("[a-z]+", " ".join(words).lower()))
+    frequent = {w for w, c in counts.items() if c >= 10}
+    assert {"the", "time", "machine"} <= frequent and "odd" not in frequent  # the test's premise
+    assert set(_saved(run, "vocab.json")["idx_to_token"][1:]) == frequent
+    assert _saved(run, "config.json")["data"]["min_freq"] == 10
+    capsys.readouterr()
+
+    assert cli.main(["generate", "--run", run, "--prefix", "The Time", "--length", "2"]) == 0
+    got = capsys.readouterr()
+    assert got.out.startswith("the time ") and "<unk>" not in got.out.split()[:2] and not got.err
+    assert cli.main(["generate", "--run", run, "--prefix", "The Zebra odd", "--length", "2"]) == 0
+    got = capsys.readouterr()
+    assert got.out.startswith("the <unk> <unk> ")
+    assert "words not in the vocabulary, read as <unk>: 'zebra', 'odd'" in got.err
+
+    # a run saved before preprocessing was recorded reads its prefix as d2l's, as it trained
+    cfg, vocab = _saved(run, "config.json"), _saved(run, "vocab.json")
+    del cfg["data"]["preprocess"], cfg["data"]["min_freq"], vocab["preprocess"]
+    for name, d in (("config.json", cfg), ("vocab.json", vocab)):
+        with open(os.path.join(run, name), "w") as f:
+            json.dump(d, f)
+    assert cli.main(["generate", "--run", run, "--prefix", "The Time", "--length", "2"]) == 0
+    assert capsys.readouterr().out.startswith("the time ")

@@ -32,24 +32,65 @@ def _train_parser(sub):
 
 
 def _corpus(data_cfg):
+    """``(train, val, vocab)`` of a resolved :class:`~jrnn.config.DataConfig`."""
     from jrnn import data
 
-    text = data.read_text(data_cfg.text) if data_cfg.text else data.load_text(name=data_cfg.corpus)
-    corpus, vocab = data.load_corpus(text, token=data_cfg.token, max_tokens=data_cfg.max_tokens)
+    if data_cfg.text and data_cfg.token == "byte" and data_cfg.preprocess == "raw":
+        text = data.read_bytes(data_cfg.text)  # any encoding: the bytes are the tokens
+    elif data_cfg.text:
+        text = data.read_text(data_cfg.text)
+    else:
+        text = data.load_text(name=data_cfg.corpus)
+    corpus, vocab = data.load_corpus(text, token=data_cfg.token, max_tokens=data_cfg.max_tokens,
+                                     preprocess=data_cfg.preprocess, min_freq=data_cfg.min_freq)
     f = data_cfg.val_fraction
     train, val = data.split(corpus, f) if f > 0 else (corpus, None)
     return train, val, vocab
 
 
 def _config(args):
-    """The run's TrainConfig: the defaults or the saved run, with the given flags applied."""
+    """The run's TrainConfig: the defaults or the saved run, with the given flags applied;
+    ``preprocess`` is resolved (config.json records what the run read)."""
+    import dataclasses
+
     from .config import from_flags
     from .run import RunDir
 
     out = getattr(args, "run.out", "runs/latest")
     if args.resume:
-        return from_flags(args, RunDir(out).read_config(), resumed=True)
-    return from_flags(args)
+        cfg = RunDir(out).read_config()
+        if cfg.data.preprocess == "auto":  # saved before the field existed: all such runs were d2l's
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, preprocess="d2l"))
+        return from_flags(args, cfg, resumed=True)
+    cfg = from_flags(args)
+    return dataclasses.replace(cfg, data=cfg.data.resolved())
+
+
+def _prefix(vocab, prefix: str):
+    """``(ids, unknown)``: ``prefix`` read as the training text was (the vocabulary's
+    preprocessing), and the tokens of it the vocabulary lacks."""
+    from jrnn import data
+
+    text = data.prepare(prefix, vocab.preprocess or "raw")
+    return vocab.encode(text), vocab.unknown(text), text
+
+
+def _listing(tokens, most=20):
+    return ", ".join(repr(t) for t in tokens[:most]) + (
+        f", ... ({len(tokens) - most} more)" if len(tokens) > most else "")
+
+
+def _sample_prefix(vocab, prefix, train):
+    """The ids the end-of-training samples continue: ``--prefix``, or, when its characters
+    are not all in the vocabulary (e.g. 'the ' and a Chinese text), the text's first tokens."""
+    ids, missing, _ = _prefix(vocab, prefix)
+    if missing and vocab.token == "char":
+        ids = train[:max(1, len(ids))]
+        print(f"note: --prefix {prefix!r} has characters the vocabulary lacks ({_listing(missing)});"
+              f" the samples continue the text's first {len(ids)} characters instead")
+    elif missing:
+        print(f"note: --prefix words not in the vocabulary, read as <unk>: {_listing(missing)}")
+    return ids
 
 
 def cmd_train(args) -> int:
@@ -68,11 +109,12 @@ def cmd_train(args) -> int:
     run.write_config(cfg)
     run.write_vocab(vocab)
     print(f"corpus: {len(train):,} train / {0 if val is None else len(val):,} val tokens, "
-          f"vocab {len(vocab)}; model {model.cell.name} H={cfg.model.hidden}; grad {est.name}; "
+          f"vocab {len(vocab)} ({cfg.data.token}, {cfg.data.preprocess}); model {model.cell.name} H={cfg.model.hidden}; grad {est.name}; "
           f"{cfg.optim.optimizer} lr={cfg.optim.lr} clip={cfg.optim.clip}; B={B} T={T}"
           f"{f'; {cfg.loop.seeds} seeds' if cfg.loop.seeds > 1 else ''}"
           f"{f' x {len(cfg.optim.lr)} learning rates' if isinstance(cfg.optim.lr, tuple) else ''}; "
           f"device {jax.devices()[0].platform}")
+    prefix_ids = _sample_prefix(vocab, cfg.run.prefix, train) if cfg.run.sample_length else None
     validate = None
     if val is not None:
         if len(val) > (B + 1) * T + 1:
@@ -87,14 +129,14 @@ def cmd_train(args) -> int:
                    config=loop, run_dir=run, resume=args.resume)
     _report(res.history)
     _plot(res.history, run.file(run.PLOT))
-    _samples(model, res.state.params, vocab, cfg)
+    _samples(model, res.state.params, vocab, prefix_ids, cfg)
     print(f"\nrun saved in {run.path}; continue with: jrnn train --resume --out {run.path} --epochs N; "
           f"sample with: jrnn generate --run {run.path}")
     return 0
 
 
-def _samples(model, params, vocab, cfg):
-    """A greedy and a sampled continuation of ``--prefix`` (run 0's model in a sweep)."""
+def _samples(model, params, vocab, ids, cfg):
+    """A greedy and a sampled continuation of ``ids`` (run 0's model in a sweep)."""
     import jax
 
     import jrnn
@@ -102,7 +144,6 @@ def _samples(model, params, vocab, cfg):
     params = _first_run(params, cfg)
     if cfg.run.sample_length == 0:
         return
-    ids = vocab.encode(cfg.run.prefix if vocab.token == "char" else cfg.run.prefix.split())
     n = cfg.run.sample_length
     greedy = vocab.decode(jrnn.predict(model, params, ids, n))
     sampled = vocab.decode(jrnn.predict(model, params, ids, n, key=jax.random.key(cfg.loop.seed),
@@ -164,7 +205,10 @@ def _generate_parser(sub):
     p = sub.add_parser("generate", help="continue a prefix with a trained run",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run", default="runs/latest", help="run directory written by 'jrnn train'")
-    p.add_argument("--prefix", default="the ")
+    p.add_argument("--prefix", default="the ",
+                   help="text to continue, read as the run read its training text (d2l: letters, "
+                        "lower-cased; raw: as it is); characters the vocabulary lacks are an error, "
+                        "words it lacks are read as <unk> (and listed)")
     p.add_argument("--length", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (d2l); > 0: sample")
     p.add_argument("--seed", type=int, default=0)
@@ -178,7 +222,14 @@ def cmd_generate(args) -> int:
 
     model, params, vocab, cfg = jrnn.load_run(args.run)
     params = _first_run(params, cfg)
-    ids = vocab.encode(args.prefix if vocab.token == "char" else args.prefix.split())
+    ids, missing, text = _prefix(vocab, args.prefix)
+    read = "" if text == args.prefix else f" (read as {text!r}, {vocab.preprocess} preprocessing)"
+    if missing and vocab.token == "char":
+        raise ValueError(f"--prefix {args.prefix!r}{read} has {len(missing)} character(s) the "
+                         f"run's vocabulary of {len(vocab)} lacks: {_listing(missing)}")
+    if missing:
+        print(f"note: --prefix{read} words not in the vocabulary, read as <unk>: "
+              f"{_listing(missing)}", file=sys.stderr)
     out = jrnn.predict(model, params, ids, args.length, key=jax.random.key(args.seed),
                        temperature=args.temperature)
     print(vocab.decode(out))

@@ -60,7 +60,13 @@ class DataConfig:
     corpus: str = _f("pydoc", "bundled corpus: 'pydoc' (offline) or 'timemachine' (JRNN_DATA_DIR, "
                      "cache, or download with sha1 check)", ("pydoc", "timemachine"))
     text: typing.Optional[str] = _f(None, "train on this text file instead of --corpus")
-    token: str = _f("char", "tokens: characters or words", ("char", "word"))
+    token: str = _f("char", "tokens: characters, words, or UTF-8 bytes (256 ids: any file, any "
+                    "encoding)", ("char", "word", "byte"))
+    preprocess: str = _f("auto", "raw keeps the text as it is (case, punctuation, digits, "
+                         "newlines, any Unicode); d2l keeps letters, lower-cased; auto: d2l for "
+                         "char/word on --corpus, raw otherwise (config.json records the choice)",
+                         ("auto", "raw", "d2l"))
+    min_freq: int = _f(0, "char/word tokens seen fewer than N times become <unk>")
     max_tokens: int = _f(-1, "use the first N tokens (-1: all)")
     val_fraction: float = _f(0.1, "held-out tail for validation perplexity (0: none)")
     sampling: str = _f("sequential", "sequential partitioning carries the hidden state across "
@@ -69,10 +75,23 @@ class DataConfig:
     batch_size: int = _f(32, "sequences per batch B")
 
     def __post_init__(self):
-        _check(self, positive=("num_steps", "batch_size"), fraction=("val_fraction",))
+        _check(self, positive=("num_steps", "batch_size"), nonneg=("min_freq",),
+               fraction=("val_fraction",))
         if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or (
                 self.max_tokens < 1 and self.max_tokens != -1):
             raise ValueError(f"max_tokens must be -1 (all) or an integer >= 1, got {self.max_tokens!r}")
+        if self.token == "byte" and self.min_freq > 1:
+            raise ValueError(f"min_freq={self.min_freq} needs char or word tokens; the byte "
+                             "vocabulary is fixed (256 ids, no <unk>)")
+
+    def resolved(self) -> "DataConfig":
+        """This section with ``preprocess="auto"`` made explicit: ``"d2l"`` for char or
+        word tokens of a bundled ``corpus`` (d2l's own setting), ``"raw"`` for a user's
+        ``text`` file and for bytes."""
+        if self.preprocess != "auto":
+            return self
+        bundled = self.text is None and self.token != "byte"
+        return dataclasses.replace(self, preprocess="d2l" if bundled else "raw")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 A run directory holds::
 
     config.json     the TrainConfig (runs started by ``jrnn train``)
-    vocab.json      the vocabulary (token models)
+    vocab.json      the vocabulary (token models): token kind, preprocessing, tokens
     metrics.jsonl   the loop's records, one JSON object a line
     checkpoints/    Orbax checkpoints (:class:`jrnn.checkpoint.Checkpointer`):
                     the whole TrainState and the loop's position and metrics
@@ -124,19 +124,28 @@ class RunDir:
                 raise ValueError(f"{path}: {e}") from e
 
     def write_vocab(self, vocab) -> None:
+        """vocab.json: the token kind, how the text was preprocessed, and (char/word) the tokens."""
         os.makedirs(self.path, exist_ok=True)
+        record = {"token": vocab.token, "preprocess": vocab.preprocess}
+        if vocab.token != "byte":  # bytes: always the 256 ids 0..255
+            record["idx_to_token"] = vocab.idx_to_token
         with open(self.file(self.VOCAB), "w") as f:
-            json.dump({"token": vocab.token, "idx_to_token": vocab.idx_to_token}, f)
+            json.dump(record, f)
 
     def read_vocab(self):
-        from .data import Vocab
+        """The run's :class:`~jrnn.data.Vocab` or :class:`~jrnn.data.ByteVocab`."""
+        from .data import ByteVocab, Vocab
 
         path = self.file(self.VOCAB)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{self.path!r} is not a jrnn run directory (missing {self.VOCAB})")
         with open(path) as f:
             v = json.load(f)
-        return Vocab.from_tokens(v["idx_to_token"], token=v["token"])
+        # vocab.json written before "preprocess" was recorded: those runs all used d2l's
+        preprocess = v.get("preprocess", "d2l")
+        if v["token"] == "byte":
+            return ByteVocab(preprocess)
+        return Vocab.from_tokens(v["idx_to_token"], token=v["token"], preprocess=preprocess)
 
 
 def load_run(path: str | os.PathLike) -> tuple[Any, Any, Any, Any]:
