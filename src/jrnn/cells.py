@@ -35,6 +35,9 @@ torch's order (LSTM ``i, f, g, o``; GRU ``r, z, n``), so
 ``W_x = weight_ih_l0.T``, ``W_h = weight_hh_l0.T``. See
 :func:`jrnn.interop.from_torch`.
 
+:func:`leaky` (leaky units with per-unit time constants, Goodfellow et al.
+10.9) is built by its constructor only; it is not in the registry.
+
 Names: :data:`CELLS` maps ``"rnn"`` (tanh Elman), ``"rnn-relu"``, ``"lstm"`` and
 ``"gru"`` to their constructors, :func:`by_name` builds one, and each built
 cell's ``name`` is its registry name (a stack's is derived from its layers).
@@ -56,7 +59,8 @@ Params = dict
 Carry = Any
 
 __all__ = [
-    "Cell", "FastRecurrence", "LSTMState", "elman", "lstm", "gru", "stack", "CELLS", "by_name",
+    "Cell", "FastRecurrence", "LSTMState", "elman", "lstm", "gru", "leaky", "stack", "CELLS",
+    "by_name",
     "INITS", "from_torch", "check_token_ids",
 ]
 
@@ -434,6 +438,95 @@ def gru(hidden_size: int, init: str = "uniform", dtype=jnp.float32) -> Cell:
 
     fast = FastRecurrence("W_h", lambda h: h, forward, coefficients, tangent, extra_dzh)
     return Cell(init_fn, _zeros(H, dtype), project, step, H, "gru", fast=fast, unit_blocks=1)
+
+
+def _check_tau(tau, H: int) -> np.ndarray:
+    """Per-unit time constants ``[H]`` from a number or ``H`` numbers, each finite and > 1."""
+    arr = np.asarray(tau, np.float64)
+    if arr.ndim == 0:
+        arr = np.full((H,), float(arr))
+    if arr.shape != (H,) or not np.all(np.isfinite(arr)) or not np.all(arr > 1.0):
+        raise ValueError(f"tau must be a number > 1 or {H} numbers > 1 (one per unit; tau = 1 is "
+                         f"the Elman cell), got {tau!r}")
+    return arr
+
+
+def leaky(hidden_size: int, tau=10.0, learn_tau: bool = True, init: str = "uniform",
+          dtype=jnp.float32) -> Cell:
+    r"""Leaky units (Goodfellow et al. 10.9.2): an Elman cell whose units integrate over time.
+
+    .. math::
+        V_t &= \tanh(X_t W_{xh} + H_{t-1} W_{hh} + b_h) \\
+        H_t &= (1 - \alpha) \odot H_{t-1} + \alpha \odot V_t, \quad \alpha = 1 / \tau
+
+    Unit ``i`` forgets with time constant ``tau_i`` steps: with ``V = 0`` its
+    state decays as ``(1 - 1/tau_i)^t``, so long time constants carry
+    information over long delays and let gradients flow back through them
+    (the self-loop's derivative is ``1 - 1/tau_i``, close to one).
+
+    Params: ``W_xh [D, H]``, ``W_hh [H, H]``, ``b_h [H]`` (the Elman cell's
+    names and layout) and, when ``learn_tau``, ``log_tau_m1 [H]`` with
+    ``tau = 1 + exp(log_tau_m1)`` (so every ``tau > 1`` during training, and
+    ``alpha = sigmoid(-log_tau_m1)``). With fixed time constants ``tau`` is
+    closed over, the params are exactly an Elman cell's, and the cell
+    supplies a fast recurrence. Carry ``h [..., H]``, output ``h_t``;
+    ``unit_blocks=1``.
+
+    Args:
+      hidden_size: ``H``.
+      tau: the time constants (in steps) at init: a number for all units, or
+        ``H`` numbers (e.g. ``np.geomspace(2, 100, H)``); each ``> 1``.
+      learn_tau: make the time constants params (trained with the rest).
+      init: see :func:`elman`.
+      dtype: parameter and carry dtype.
+
+    Example:
+      >>> cell = leaky(8, tau=np.geomspace(2, 50, 8))
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> sorted(p)
+      ['W_hh', 'W_xh', 'b_h', 'log_tau_m1']
+    """
+    H = validation.check_int("hidden_size", hidden_size)
+    _check_init(init)
+    taus = _check_tau(tau, H)
+
+    def init_fn(key, input_size):
+        k, kb = jax.random.split(key)
+        w_x, w_h = _init_weights(k, input_size, H, 1, init, dtype)
+        p = {"W_xh": w_x, "W_hh": w_h, "b_h": _bias(kb, (H,), H, init, dtype)}
+        if learn_tau:
+            p["log_tau_m1"] = jnp.asarray(np.log(taus - 1.0), dtype)
+        return p
+
+    def project(params, xs):
+        return _project(params, xs, "W_xh", "b_h")
+
+    fixed_alpha = (1.0 / taus).astype(np.dtype(dtype))
+
+    def alpha(params):
+        return jax.nn.sigmoid(-params["log_tau_m1"]) if learn_tau else fixed_alpha
+
+    def forward(params, h, xp, zh):
+        v = jnp.tanh(xp + zh)
+        a = alpha(params)
+        h = (1.0 - a) * h + a * v
+        return h, h, v
+
+    def step(params, h, xp):
+        return forward(params, h, xp, h @ params["W_hh"])[:2]
+
+    if learn_tau:  # the time constants' tangent is not of FastRecurrence's form: plain scan
+        return Cell(init_fn, _zeros(H, dtype), project, step, H, "leaky", unit_blocks=1)
+
+    def coefficients(params, prev, new, v):
+        return fixed_alpha * (1.0 - v * v)
+
+    def tangent(k, dh, dxp, dzh):
+        dh = (1.0 - fixed_alpha) * dh + k * (dxp + dzh)
+        return dh, dh
+
+    fast = FastRecurrence("W_hh", lambda h: h, forward, coefficients, tangent, additive=True)
+    return Cell(init_fn, _zeros(H, dtype), project, step, H, "leaky", fast=fast, unit_blocks=1)
 
 
 def stack(cells) -> Cell:
