@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["adding_task", "conditional_sines", "copy_task", "parity", "reversal", "sine", "sorting"]
+__all__ = ["adding_task", "conditional_sines", "copy_task", "parity", "reversal", "rotation", "sine", "sorting"]
 
 
 def _as_rng(rng) -> np.random.Generator:
@@ -249,3 +249,33 @@ def conditional_sines(batch_size: int, num_steps: int, num_classes: int = 4, *, 
     w = 0.2 + 0.15 * classes
     ys = np.sin(w[None, :] * np.arange(1, t + 1)[:, None]).astype(np.float32)[..., None]
     return xs, ys, classes
+
+
+def rotation(batch_size: int, num_steps: int, *, rng, base: float = 0.3, gain: float = 0.5):
+    """Output-to-hidden task: a point on the unit circle turned by an input-driven angle.
+
+    ``y_t = R(base + gain * x_t) y_{t-1}`` with ``x_t ~ U(-1, 1)`` and ``y_{-1}``
+    uniform on the unit circle, ``R`` the 2-D rotation. The next output is a
+    function of the input and the previous output alone (what an output-to-hidden
+    net can represent); the map is marginally stable, so open-loop errors are not
+    damped and accumulate.
+
+    Args:
+        batch_size: ``B``.
+        num_steps: ``T``.
+        rng: A ``np.random.Generator`` or an int seed.
+        base, gain: the angle per step is ``base + gain * x_t`` radians.
+
+    Returns:
+        ``(xs, ys, start)``: float32 ``[T, B, 1]``, float32 ``[T, B, 2]`` and the
+        start ``y_{-1}`` float32 ``[B, 2]``.
+    """
+    b = _check_int("batch_size", batch_size, 1)
+    t = _check_int("num_steps", num_steps, 1)
+    rng = _as_rng(rng)
+    xs = rng.uniform(-1.0, 1.0, size=(t, b))
+    phi0 = rng.uniform(0.0, 2 * np.pi, size=b)
+    phi = phi0 + np.cumsum(base + gain * xs, axis=0)
+    ys = np.stack([np.cos(phi), np.sin(phi)], axis=-1)
+    start = np.stack([np.cos(phi0), np.sin(phi0)], axis=-1)
+    return xs.astype(np.float32)[..., None], ys.astype(np.float32), start.astype(np.float32)
