@@ -271,3 +271,30 @@ def test_d2l_words_min_freq_and_the_prefix_read_like_the_text(tmp_path, capsys):
             json.dump(d, f)
     assert cli.main(["generate", "--run", run, "--prefix", "The Time", "--length", "2"]) == 0
     assert capsys.readouterr().out.startswith("the time ")
+
+
+def _train_args(*argv):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    cli._train_parser(parser.add_subparsers())
+    return parser.parse_args(["train", *argv])
+
+
+def test_preprocess_auto_is_resolved_once_and_old_runs_resume_as_d2l(tmp_path):
+    from jrnn.config import TrainConfig
+
+    assert cli._config(_train_args()).data.preprocess == "d2l"  # bundled corpus: unchanged
+    assert cli._config(_train_args("--text", "f.txt")).data.preprocess == "raw"
+    assert cli._config(_train_args("--token", "byte")).data.preprocess == "raw"
+    assert cli._config(_train_args("--text", "f", "--preprocess", "d2l")).data.preprocess == "d2l"
+    old = tmp_path / "old"
+    old.mkdir()
+    cfg = json.loads(TrainConfig().to_json())
+    cfg["data"]["text"] = "f.txt"
+    del cfg["data"]["preprocess"], cfg["data"]["min_freq"]  # written before the fields existed
+    (old / "config.json").write_text(json.dumps(cfg))
+    resumed = cli._config(_train_args("--resume", "--out", str(old)))
+    assert resumed.data.preprocess == "d2l" and resumed.data.text == "f.txt"
+    with pytest.raises(ValueError, match="cannot change --preprocess"):
+        cli._config(_train_args("--resume", "--out", str(old), "--preprocess", "raw"))

@@ -59,7 +59,7 @@ def _config(args):
     out = getattr(args, "run.out", "runs/latest")
     if args.resume:
         cfg = RunDir(out).read_config()
-        if cfg.data.preprocess == "auto":  # saved before the field existed: all such runs were d2l's
+        if cfg.data.preprocess == "auto":  # saved before the field existed: all were d2l's
             cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, preprocess="d2l"))
         return from_flags(args, cfg, resumed=True)
     cfg = from_flags(args)
@@ -86,8 +86,9 @@ def _sample_prefix(vocab, prefix, train):
     ids, missing, _ = _prefix(vocab, prefix)
     if missing and vocab.token == "char":
         ids = train[:max(1, len(ids))]
-        print(f"note: --prefix {prefix!r} has characters the vocabulary lacks ({_listing(missing)});"
-              f" the samples continue the text's first {len(ids)} characters instead")
+        print(f"note: --prefix {prefix!r} has characters the vocabulary lacks "
+              f"({_listing(missing)}); the samples continue the text's first {len(ids)} "
+              "characters instead")
     elif missing:
         print(f"note: --prefix words not in the vocabulary, read as <unk>: {_listing(missing)}")
     return ids
@@ -109,7 +110,8 @@ def cmd_train(args) -> int:
     run.write_config(cfg)
     run.write_vocab(vocab)
     print(f"corpus: {len(train):,} train / {0 if val is None else len(val):,} val tokens, "
-          f"vocab {len(vocab)} ({cfg.data.token}, {cfg.data.preprocess}); model {model.cell.name} H={cfg.model.hidden}; grad {est.name}; "
+          f"vocab {len(vocab)} ({cfg.data.token}, {cfg.data.preprocess}); "
+          f"model {model.cell.name} H={cfg.model.hidden}; grad {est.name}; "
           f"{cfg.optim.optimizer} lr={cfg.optim.lr} clip={cfg.optim.clip}; B={B} T={T}"
           f"{f'; {cfg.loop.seeds} seeds' if cfg.loop.seeds > 1 else ''}"
           f"{f' x {len(cfg.optim.lr)} learning rates' if isinstance(cfg.optim.lr, tuple) else ''}; "
@@ -207,8 +209,8 @@ def _generate_parser(sub):
     p.add_argument("--run", default="runs/latest", help="run directory written by 'jrnn train'")
     p.add_argument("--prefix", default="the ",
                    help="text to continue, read as the run read its training text (d2l: letters, "
-                        "lower-cased; raw: as it is); characters the vocabulary lacks are an error, "
-                        "words it lacks are read as <unk> (and listed)")
+                        "lower-cased; raw: as it is); characters the vocabulary lacks are an "
+                        "error, words it lacks are read as <unk> (and listed)")
     p.add_argument("--length", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (d2l); > 0: sample")
     p.add_argument("--seed", type=int, default=0)
