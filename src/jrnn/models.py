@@ -9,7 +9,11 @@ it over the whole sequence at once.
 A batch is a :class:`Batch` of time-major arrays: ``inputs`` ``[T, B, D]`` or
 ids ``[T, B]``, ``targets`` ``[T, B]`` (integer labels) or ``[T, B, O]``
 (floats), optional ``mask`` ``[T, B]`` (weights of each position in the loss;
-e.g. 1 only at the last step for a sequence-to-one classifier).
+e.g. 1 only at the last step for a sequence-to-one classifier) and optional
+``resets`` ``[T, B]`` bool (episodes packed into one stream: the carry entering
+a step where it is true is reset to the cell's initial carry, so neither
+values nor gradients cross it; :func:`sequence_loss` and every estimator
+honour it).
 """
 
 from __future__ import annotations
@@ -122,15 +126,19 @@ def sequence_loss(model: Model, params, carry, batch: Batch, **unroll_kwargs):
       carry: the initial carry ``[B, ...]``.
       batch: a time-major :class:`Batch`.
       **unroll_kwargs: options of :func:`~jrnn.scan.unroll` (``lengths``,
-        ``unroll``, ``remat_every``, ``carry_grad_scale``, ...; the batch is
-        time-major, so not ``time_major``).
+        ``unroll``, ``remat_every``, ``carry_grad_scale``, ``step_mask``,
+        ``reset_carry``, ...; the batch is time-major, so not ``time_major``;
+        ``resets`` come from ``batch.resets``).
 
     Returns:
       ``(loss, final_carry)``.
     """
     validation.check_batch(model, batch)
     validation.check_model_params(model, params)
-    xs, carry, opts = scan._validate(model.cell, params["cell"], batch.inputs, carry, **unroll_kwargs)
+    if "resets" in unroll_kwargs:
+        raise TypeError("sequence_loss takes resets from batch.resets, not as an unroll option")
+    xs, carry, opts = scan._validate(model.cell, params["cell"], batch.inputs, carry,
+                                     resets=batch.resets, **unroll_kwargs)
     with validation._trusted():  # the ids were checked just above
         hs, carry = scan._unroll_unchecked(model.cell, params["cell"], xs, carry, opts)
     losses = model.loss(model.head(params["head"], hs), batch.targets)  # [T, B]
@@ -146,8 +154,9 @@ def _check_step_inputs(model: Model, params, carry, batch: Batch) -> None:
 
 def _sequence_loss(model: Model, params, carry, batch: Batch, *, unroll: int = 1, gain=None):
     """:func:`sequence_loss` on validated arguments (estimators; ``gain``: ``carry_grad_scale``)."""
+    resets = None if batch.resets is None else jnp.asarray(batch.resets)
     with validation._trusted():
         hs, carry = scan._unroll_unchecked(model.cell, params["cell"], batch.inputs, carry,
-                                           scan._Options(unroll=unroll, gain=gain))
+                                           scan._Options(unroll=unroll, gain=gain, resets=resets))
     losses = model.loss(model.head(params["head"], hs), batch.targets)  # [T, B]
     return jnp.sum(losses * loss_weights(batch)), carry

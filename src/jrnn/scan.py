@@ -12,8 +12,27 @@ the stacked step and lets each layer take its fast path. Hooks
 (``before_step``), rematerialisation (``remat_every``) and ``fast_path=False``
 keep the step-by-step ``lax.scan`` over ``cell.step``.
 
-Padding (``lengths``): padded inputs are zeroed before the cell projects them,
-so NaN/Inf there reaches neither the outputs nor any gradient.
+Padding (``lengths``) and interior step masks (``step_mask``): a step that is
+not real leaves the carry unchanged and outputs zeros, and its inputs are
+zeroed before the cell projects them, so NaN/Inf there reaches neither the
+outputs nor any gradient. ``lengths`` says "the first ``lengths[b]`` steps";
+``step_mask`` says "these steps" (any pattern); both may be given (a step is
+real iff both say so). ``Batch.mask`` is another thing: it weights the loss.
+
+Resets (``resets``): episodes or documents packed into one stream. Where
+``resets[t, b]`` is true the carry entering step ``t`` of sequence ``b`` is
+replaced by the reset carry (``reset_carry``; the cell's zero
+``initial_carry`` by default, or e.g. a learned initial carry), as haiku's
+``ResetCore`` and memax's ``sequence_starts`` do. The replacement is a
+``where``, so no value and no gradient crosses a reset: every BPTT estimator
+is cut there, and the gradient w.r.t. ``reset_carry`` sums over the episodes
+it starts. Resets work on the fast recurrence (the tangent scan resets the
+carry's tangent to ``reset_carry``'s), on the plain scan, in every layer of a
+stack, and in reverse: the reversed pass resets the carry entering step
+``t`` when ``t + 1`` starts an episode (the last step of each episode), so
+``bidirectional`` over a packed stream equals it over each episode alone.
+Resets on steps beyond ``lengths`` are ignored; a reset on a masked step
+(``step_mask``) still applies (the carry after it is the reset carry).
 
 Rematerialisation (``remat_every=S``) wraps each segment of ``S`` steps in
 ``jax.checkpoint``: the backward pass stores only the carries at segment
@@ -63,11 +82,15 @@ class _Options(NamedTuple):
     before_step: Callable | None = None
     gain: jax.Array | None = None  # float [T]: carry_grad_scale
     fast_path: bool = True
+    step_mask: jax.Array | None = None  # bool [T, B...]: real steps (with lengths)
+    resets: jax.Array | None = None  # bool [T, B...]: the carry entering step t is reset
+    reset_carry: object = None  # carry of batch shape B... or (); None: cell.initial_carry
 
 
 def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = False,
            unroll: int = 1, remat_every: int | None = None, before_step: Callable | None = None,
-           carry_grad_scale=None, time_major: bool = True, fast_path: bool = True):
+           carry_grad_scale=None, time_major: bool = True, fast_path: bool = True,
+           step_mask=None, resets=None, reset_carry=None):
     """Run ``cell`` over a sequence; returns all outputs and the final carry.
 
     Args:
@@ -103,22 +126,42 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
       fast_path: ``False`` runs the step-by-step ``lax.scan`` over
         ``cell.step`` even where the cell supplies a fast recurrence or
         layers (same values; for A/B measurements and tests).
+      step_mask: optional bool ``[T, B...]`` (``[B, T, ...]`` if not
+        ``time_major``): ``False`` marks a step that does not happen -- the
+        carry passes it unchanged, its output is zero and its input never
+        reaches the step (NaN there is harmless). Any pattern, interior steps
+        included; with ``lengths``, a step is real iff both say so.
+      resets: optional bool ``[T, B...]`` (``[B, T, ...]`` if not
+        ``time_major``): ``True`` replaces the carry entering step ``t`` by
+        ``reset_carry`` (an episode starts at ``t``; ``resets[0]`` replaces
+        ``carry``). Neither values nor gradients cross a reset. With
+        ``reverse`` the reversed pass resets after each episode's end, so it
+        too stays within episodes (module docstring).
+      reset_carry: the carry a reset restores: batch shape ``B...`` or
+        unbatched (``()``, broadcast over the batch), e.g. a learned initial
+        carry (it gets the gradient of every episode it starts). Default: the
+        cell's ``initial_carry`` (zeros). Only with ``resets``.
 
     Returns:
       ``(hs, carry)``: outputs ``[T, B..., H]`` (``[B, T..., H]`` if not
       ``time_major``) and the final carry.
     """
-    xs = xs if time_major else jnp.swapaxes(jnp.asarray(xs), 0, 1)
+    if not time_major:
+        xs = jnp.swapaxes(jnp.asarray(xs), 0, 1)
+        step_mask, resets = (None if a is None else jnp.swapaxes(jnp.asarray(a), 0, 1)
+                             for a in (step_mask, resets))
     validation.check_params(cell, params)
     xs, carry, opts = _validate(cell, params, xs, carry, lengths=lengths, reverse=reverse,
                                 unroll=unroll, remat_every=remat_every, before_step=before_step,
-                                carry_grad_scale=carry_grad_scale, fast_path=fast_path)
+                                carry_grad_scale=carry_grad_scale, fast_path=fast_path,
+                                step_mask=step_mask, resets=resets, reset_carry=reset_carry)
     hs, carry = _unroll_unchecked(cell, params, xs, carry, opts)
     return (hs if time_major else jnp.swapaxes(hs, 0, 1)), carry
 
 
 def _validate(cell: Cell, params, xs, carry, *, lengths=None, reverse=False, unroll=1,
-              remat_every=None, before_step=None, carry_grad_scale=None, fast_path=True):
+              remat_every=None, before_step=None, carry_grad_scale=None, fast_path=True,
+              step_mask=None, resets=None, reset_carry=None):
     """:func:`unroll`'s checks on time-major ``xs`` (params checked by the caller).
 
     Returns ``(xs, carry, opts)``: the carry (zeros if ``None``) and the
@@ -142,8 +185,29 @@ def _validate(cell: Cell, params, xs, carry, *, lengths=None, reverse=False, unr
         lengths=None if lengths is None else validation.check_lengths(lengths, T, batch_shape),
         reverse=bool(reverse), unroll=validation.check_int("unroll", unroll),
         remat_every=validation.check_int("remat_every", remat_every, allow_none=True),
-        before_step=before_step, gain=_check_gain(carry_grad_scale, T), fast_path=bool(fast_path))
+        before_step=before_step, gain=_check_gain(carry_grad_scale, T), fast_path=bool(fast_path),
+        step_mask=None if step_mask is None else validation.check_steps(
+            "step_mask", step_mask, T, batch_shape),
+        resets=None if resets is None else validation.check_steps("resets", resets, T, batch_shape),
+        reset_carry=_check_reset_carry(cell, reset_carry, resets, carry, batch_shape))
     return xs, carry, opts
+
+
+def _check_reset_carry(cell: Cell, reset_carry, resets, carry, batch_shape):
+    """``reset_carry`` checked against the cell's carry (batch shape ``B...`` or ``()``)."""
+    if reset_carry is None:
+        return None
+    if resets is None:
+        raise ValueError("reset_carry is only used with resets; got reset_carry but resets=None")
+    n = len(cell.layers or ())
+    if n and (not isinstance(reset_carry, tuple) or len(reset_carry) != n):
+        raise ValueError(f"a stack of {n} layers needs a tuple of {n} reset carries, got "
+                         f"{type(reset_carry).__name__}")
+    lead = {tuple(np.shape(a))[:len(np.shape(a)) - np.ndim(b)] for a, b in
+            zip(jax.tree.leaves(reset_carry), jax.tree.leaves(cell.initial_carry(())))}
+    shape = () if lead == {()} else tuple(batch_shape)
+    validation.check_carry(cell, reset_carry, shape, "reset_carry")
+    return reset_carry
 
 
 def _check_gain(carry_grad_scale, T: int):
@@ -156,13 +220,45 @@ def _check_gain(carry_grad_scale, T: int):
     return gain
 
 
-def _zero_padding(xs, lengths):
-    """Float inputs ``[T, B..., D]`` with the padded steps set to zero (ids pass unchanged)."""
-    if lengths is None or not jnp.issubdtype(jnp.result_type(xs), jnp.floating):
+def _real_steps(T: int, opts: _Options):
+    """``[T, B...]`` bool, the real steps (``lengths`` and ``step_mask``), or ``None``: all."""
+    m = opts.step_mask
+    if opts.lengths is not None:
+        within = jnp.arange(T).reshape((-1,) + (1,) * opts.lengths.ndim) < opts.lengths
+        m = within if m is None else m & within
+    return m
+
+
+def _reset_steps(T: int, opts: _Options):
+    """``[T, B...]`` bool in scan order (before any flip): where the carry entering a step is reset.
+
+    Forward: ``resets`` within ``lengths``. Reverse: the step before each
+    episode start (``resets[t + 1]``), so the reversed pass restarts at every
+    episode's last step.
+    """
+    r = opts.resets
+    if r is None:
+        return None
+    if opts.lengths is not None:
+        r = r & (jnp.arange(T).reshape((-1,) + (1,) * opts.lengths.ndim) < opts.lengths)
+    if opts.reverse:
+        r = jnp.concatenate([r[1:], jnp.zeros_like(r[:1])])
+    return r
+
+
+def _zero_masked(xs, mask):
+    """Float inputs ``[T, B..., D]`` with the steps that are not real set to zero (ids pass)."""
+    if mask is None or not jnp.issubdtype(jnp.result_type(xs), jnp.floating):
         return xs
     xs = jnp.asarray(xs)
-    m = jnp.arange(xs.shape[0]).reshape((-1,) + (1,) * lengths.ndim) < lengths
-    return jnp.where(m.reshape(m.shape + (1,) * (xs.ndim - m.ndim)), xs, jnp.zeros((), xs.dtype))
+    return jnp.where(mask.reshape(mask.shape + (1,) * (xs.ndim - mask.ndim)), xs,
+                     jnp.zeros((), xs.dtype))
+
+
+def _reset_value(cell: Cell, opts: _Options, carry):
+    """The carry a reset restores, in the carry's dtypes (``cell.initial_carry(())`` by default)."""
+    rc = cell.initial_carry(()) if opts.reset_carry is None else opts.reset_carry
+    return jax.tree.map(lambda z, c: jnp.asarray(z).astype(c.dtype), rc, carry)
 
 
 def _unroll_unchecked(cell: Cell, params, xs, carry, opts: _Options = _Options(),
@@ -172,59 +268,70 @@ def _unroll_unchecked(cell: Cell, params, xs, carry, opts: _Options = _Options()
     For nested calls (a stack's layers, an estimator's segments): nothing is
     checked again. ``zeroed``: the padded inputs are already zero.
     """
+    T = np.shape(xs)[0]
+    mask = _real_steps(T, opts)
     if not zeroed:
-        xs = _zero_padding(xs, opts.lengths)
+        xs = _zero_masked(xs, mask)
     plain = not opts.fast_path or opts.remat_every is not None or opts.before_step is not None
     if cell.layers is not None and not plain:
         return _unroll_layers(cell.layers, params, xs, carry, opts)
     xp = cell.project(params, xs)  # [T, B..., G*H], one big product for all steps
-    lengths, gain, T = opts.lengths, opts.gain, xp.shape[0]
+    lengths = opts.lengths
+    resets = _reset_steps(T, opts)
+    reset_to = None if resets is None else _reset_value(cell, opts, carry)
     if opts.reverse:
-        xp = xp[::-1] if lengths is None else _flip_within(xp, lengths)
+        flip = (lambda a: a[::-1]) if lengths is None else (lambda a: _flip_within(a, lengths))
+        xp, mask, resets = (None if a is None else flip(a) for a in (xp, mask, resets))
     if cell.fast is not None and not plain:
-        mask = None if lengths is None else jnp.arange(T).reshape((-1,) + (1,) * lengths.ndim) < lengths
-        hs, carry = fast_recurrence(cell.fast, opts.unroll, params, carry, xp, mask, gain)
+        hs, carry = fast_recurrence(cell.fast, opts.unroll, params, carry, xp, mask, opts.gain,
+                                    resets, reset_to)
     else:
-        hs, carry = _scan_steps(cell, params, carry, xp, opts)
+        hs, carry = _scan_steps(cell, params, carry, xp, mask, resets, reset_to, opts)
     if opts.reverse:
-        hs = hs[::-1] if lengths is None else _flip_within(hs, lengths)
+        hs = flip(hs)
     return hs, carry
 
 
-def _scan_steps(cell: Cell, params, carry, xp, opts: _Options):
-    """The step-by-step ``lax.scan`` over ``cell.step`` (hooks, remat, gains, masks)."""
-    lengths, gain, S, T = opts.lengths, opts.gain, opts.remat_every, xp.shape[0]
+def _scan_steps(cell: Cell, params, carry, xp, mask, resets, reset_to, opts: _Options):
+    """The step-by-step ``lax.scan`` over ``cell.step`` (hooks, remat, gains, masks, resets).
+
+    ``mask``/``resets``: ``[T, B...]`` bool in scan order, or ``None``.
+    """
+    gain, S, T = opts.gain, opts.remat_every, xp.shape[0]
     if S is not None:
         S = min(S, T)
         n = -(-T // S)
         if n * S != T:  # pad to whole segments; padded steps are masked out
-            xp = jnp.concatenate([xp, jnp.zeros((n * S - T,) + xp.shape[1:], xp.dtype)])
-            if gain is not None:
-                gain = jnp.concatenate([gain, jnp.ones((n * S - T,), gain.dtype)])
-            if lengths is None:
-                lengths = jnp.full(tuple(xp.shape[1:-1]), T, jnp.int32)
+            pad = lambda a, v: jnp.concatenate([a, jnp.full((n * S - T,) + a.shape[1:], v, a.dtype)])
+            xp = pad(xp, 0)
+            gain = None if gain is None else pad(gain, 1)
+            resets = None if resets is None else pad(resets, False)
+            mask = pad(jnp.ones(xp.shape[1:-1], bool)[None].repeat(T, 0) if mask is None else mask,
+                       False)
 
     def body(c, inp):
-        t, x = inp
+        t, x, m, r = inp
         if gain is not None:  # value unchanged, gradient through the carry scaled
             c = jax.tree.map(lambda a: jax.lax.stop_gradient(a)
                              + gain[t].astype(a.dtype) * (a - jax.lax.stop_gradient(a)), c)
+        if r is not None:  # an episode starts here: nothing of the carry crosses
+            c = where_batch(r, reset_to, c)
         if opts.before_step is not None:
             c = opts.before_step(t, c)
         new, h = cell.step(params, c, x)
-        if lengths is not None:
-            m = t < lengths
+        if m is not None:
             new = where_batch(m, new, c)
             h = jnp.where(m[..., None], h, jnp.zeros_like(h))
         return new, h
 
     ts = jnp.arange(xp.shape[0])
     if S is None:
-        carry, hs = jax.lax.scan(body, carry, (ts, xp), unroll=opts.unroll)
+        carry, hs = jax.lax.scan(body, carry, (ts, xp, mask, resets), unroll=opts.unroll)
         return hs, carry
     seg = jax.checkpoint(lambda c, inp: jax.lax.scan(body, c, inp, unroll=opts.unroll),
                          prevent_cse=False)
-    carry, hs = jax.lax.scan(seg, carry, (ts.reshape(n, S), xp.reshape((n, S) + xp.shape[1:])))
+    whole = lambda a: None if a is None else a.reshape((n, S) + a.shape[1:])
+    carry, hs = jax.lax.scan(seg, carry, (ts.reshape(n, S), whole(xp), whole(mask), whole(resets)))
     return hs.reshape((n * S,) + hs.shape[2:])[:T], carry
 
 
@@ -239,9 +346,11 @@ def _unroll_layers(layers, params, xs, carry, opts: _Options):
     every layer and leave every carry unchanged, as in the step-by-step scan.
     """
     out, finals = xs, []
-    for layer, p, c in zip(layers, params, carry):
-        # every layer's padded inputs are zero: layer 0's were zeroed, higher layers read outputs
-        out, c = _unroll_unchecked(layer, p, out, c, opts, zeroed=True)
+    rcs = opts.reset_carry or (None,) * len(layers)
+    for layer, p, c, rc in zip(layers, params, carry, rcs):
+        # every layer's padded inputs are zero: layer 0's were zeroed, higher layers read outputs;
+        # every layer resets at the same steps, to its own part of the reset carry
+        out, c = _unroll_unchecked(layer, p, out, c, opts._replace(reset_carry=rc), zeroed=True)
         finals.append(c)
     return out, tuple(finals)
 
@@ -258,7 +367,9 @@ def bidirectional(forward: Cell, backward: Cell, params, xs, carry=None, *, leng
       lengths: optional ``[B...]``; the backward pass starts at each sequence's
         last real step.
       **kwargs: passed to :func:`unroll` (``unroll``, ``remat_every``,
-        ``time_major``, ``fast_path``, ...).
+        ``time_major``, ``fast_path``, ``step_mask``, ``resets``, ...). With
+        ``resets`` both passes stay within each episode; ``reset_carry``, if
+        given, is ``(forward_reset_carry, backward_reset_carry)``.
 
     Returns:
       ``(hs, (carry_f, carry_b))`` with ``hs`` ``[T, B..., H_f + H_b]``;
@@ -266,6 +377,8 @@ def bidirectional(forward: Cell, backward: Cell, params, xs, carry=None, *, leng
       state after ``xs[t:len]``.
     """
     cf, cb = (None, None) if carry is None else carry
-    hf, cf = unroll(forward, params[0], xs, cf, lengths=lengths, **kwargs)
-    hb, cb = unroll(backward, params[1], xs, cb, lengths=lengths, reverse=True, **kwargs)
+    rf, rb = kwargs.pop("reset_carry", None) or (None, None)
+    hf, cf = unroll(forward, params[0], xs, cf, lengths=lengths, reset_carry=rf, **kwargs)
+    hb, cb = unroll(backward, params[1], xs, cb, lengths=lengths, reverse=True, reset_carry=rb,
+                    **kwargs)
     return jnp.concatenate([hf, hb], axis=-1), (cf, cb)

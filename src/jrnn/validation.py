@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_int", "check_ids", "check_lengths", "check_inputs", "check_tree",
+__all__ = ["check_int", "check_ids", "check_lengths", "check_steps", "check_inputs", "check_tree",
            "check_carry", "check_params", "check_batch", "check_model_params", "check_state"]
 
 
@@ -140,6 +140,24 @@ def check_lengths(lengths, T: int, batch_shape: tuple):
         if lo < 1 or hi > T:
             raise ValueError(f"lengths must lie in [1, T={T}], got min {lo} and max {hi}")
     return jnp.asarray(lengths)
+
+
+def check_steps(name: str, steps, T: int, batch_shape: tuple):
+    """A per-step flag ``[T, B...]`` (``step_mask``, ``resets``) as a bool array.
+
+    Bool only: a float mask would be ambiguous between weights (that is
+    ``Batch.mask``, the loss weights) and flags.
+    """
+    if not hasattr(steps, "dtype"):
+        steps = np.asarray(steps)
+    if steps.dtype != jnp.bool_:
+        raise TypeError(f"{name} must be a bool array [T, B...] (True: "
+                        f"{'the step is real' if name.endswith('mask') else 'reset the carry entering the step'}"
+                        f"), got dtype {steps.dtype}")
+    want = (int(T),) + tuple(batch_shape)
+    if tuple(np.shape(steps)) != want:
+        raise ValueError(f"{name} must have shape [T, B...] = {want}, got {tuple(np.shape(steps))}")
+    return jnp.asarray(steps)
 
 
 # ----------------------------------------------------------------------------
@@ -312,7 +330,7 @@ def check_batch(model, batch, batch_size: int | None = None) -> None:
 
     Checks layouts (``inputs`` ``[T, B]`` ids or ``[T, B, D]`` floats,
     ``targets`` ``[T, B]`` integer labels or ``[T, B, O]`` floats as the model
-    declares, ``mask`` ``[T, B]``), dtypes (float inputs against the cell's
+    declares, ``mask`` ``[T, B]``, ``resets`` ``[T, B]`` bool), dtypes (float inputs against the cell's
     params), ``T >= 1``, ``B == batch_size`` if given, and, for concrete
     values (NumPy or ``jax.Array``; not tracers), that token ids and integer
     targets lie in the vocabulary / label range (:func:`check_ids`).
@@ -332,6 +350,9 @@ def check_batch(model, batch, batch_size: int | None = None) -> None:
     if mask is not None and tuple(np.shape(mask)) != (T, B):
         raise ValueError(f"batch.mask must have shape [T, B] = {(T, B)}, got "
                          f"{tuple(np.shape(mask))}")
+    resets = getattr(batch, "resets", None)
+    if resets is not None:
+        check_steps("batch.resets", resets, T, (B,))
 
 
 def _check_batch_inputs(model, params, x) -> None:

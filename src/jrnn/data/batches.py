@@ -14,7 +14,8 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
-__all__ = ["Batch", "KINDS", "batches", "num_batches", "random_batches", "sequential_batches"]
+__all__ = ["Batch", "KINDS", "batches", "num_batches", "pack", "random_batches",
+           "sequential_batches"]
 
 
 class Batch(NamedTuple):
@@ -24,16 +25,83 @@ class Batch(NamedTuple):
       inputs: ``[T, B, D]`` floats or ``[T, B]`` int token ids.
       targets: ``[T, B]`` int labels or ``[T, B, O]`` floats.
       mask: optional ``[T, B]`` float weights of each position in the loss.
+      resets: optional ``[T, B]`` bool: ``True`` where a new episode starts
+        (the carry entering that step is reset, see :func:`jrnn.unroll`'s
+        ``resets``); every estimator honours it (:func:`pack` makes it).
     """
 
     inputs: Any
     targets: Any
     mask: Any = None
+    resets: Any = None
 
 
 def _time_major(x: np.ndarray, y: np.ndarray) -> Batch:
     """Batch-major ``[B, T]`` rows -> a time-major :class:`Batch` (one copy each)."""
     return Batch(np.ascontiguousarray(x.T), np.ascontiguousarray(y.T))
+
+def pack(episodes, batch_size: int, num_steps: int | None = None) -> Batch:
+    """Pack whole episodes (documents) into one time-major :class:`Batch` with ``resets``.
+
+    Episodes are laid end to end in ``B`` rows, in order, each going to the
+    row that is shortest so far (the first such row on ties); each episode's
+    first step is marked in ``resets``, so the carry restarts there and no
+    gradient crosses into it (:func:`jrnn.unroll`'s ``resets``). Rows are
+    right-padded with zeros to ``T``; ``mask`` is 1 on real steps and 0 on
+    padding, so padding weighs nothing in the loss (the carry still runs over
+    the zero inputs there: the final carry of a padded row is not an
+    episode's).
+
+    Args:
+        episodes: a sequence of ``(inputs, targets)`` pairs, each time-major
+            without a batch axis: ``inputs`` ``[T_i]`` ids or ``[T_i, D]``
+            floats, ``targets`` ``[T_i]`` labels or ``[T_i, O]`` floats, the
+            same trailing shape and dtype across episodes, ``T_i >= 1``.
+        batch_size: ``B``, the number of rows.
+        num_steps: ``T``; ``None``: the longest row. A row longer than
+            ``num_steps`` is a ``ValueError``.
+
+    Returns:
+        ``Batch(inputs [T, B, ...], targets [T, B, ...], mask [T, B] float32,
+        resets [T, B] bool)``.
+    """
+    batch_size = _check_int("batch_size", batch_size, 1)
+    episodes = [(np.asarray(x), np.asarray(y)) for x, y in episodes]
+    if not episodes:
+        raise ValueError("pack needs at least one episode, got none")
+    (x0, y0) = episodes[0]
+    for i, (x, y) in enumerate(episodes):
+        if x.ndim < 1 or len(x) < 1 or len(y) != len(x):
+            raise ValueError(f"episode {i}: inputs and targets must have the same length >= 1 "
+                             f"along their first (time) axis, got shapes {x.shape} and {y.shape}")
+        if x.shape[1:] != x0.shape[1:] or y.shape[1:] != y0.shape[1:] or (
+                x.dtype, y.dtype) != (x0.dtype, y0.dtype):
+            raise ValueError(f"episode {i} has inputs {x.dtype} {x.shape} and targets {y.dtype} "
+                             f"{y.shape}, but episode 0 has {x0.dtype} {x0.shape} and {y0.dtype} "
+                             f"{y0.shape} (only the time axis may differ)")
+    rows: list[list[int]] = [[] for _ in range(batch_size)]
+    filled = [0] * batch_size
+    for i, (x, _) in enumerate(episodes):
+        r = int(np.argmin(filled))
+        rows[r].append(i)
+        filled[r] += len(x)
+    T = max(filled) if num_steps is None else _check_int("num_steps", num_steps, 1)
+    if max(filled) > T:
+        raise ValueError(f"the episodes need {max(filled)} steps in a row of {batch_size}, "
+                         f"over num_steps={T}")
+    xs = np.zeros((T, batch_size) + x0.shape[1:], x0.dtype)
+    ys = np.zeros((T, batch_size) + y0.shape[1:], y0.dtype)
+    mask = np.zeros((T, batch_size), np.float32)
+    resets = np.zeros((T, batch_size), bool)
+    for b, row in enumerate(rows):
+        t = 0
+        for i in row:
+            x, y = episodes[i]
+            xs[t:t + len(x), b], ys[t:t + len(x), b] = x, y
+            mask[t:t + len(x), b], resets[t, b] = 1.0, True
+            t += len(x)
+    return Batch(xs, ys, mask, resets)
+
 
 KINDS = ("random", "sequential")
 

@@ -1,4 +1,11 @@
-"""The BPTT family: autodiff through the scan (full, truncated, tbptt, randomized, checkpointed)."""
+"""The BPTT family: autodiff through the scan (full, truncated, tbptt, randomized, checkpointed).
+
+Resets (``Batch.resets``): every member unrolls with them (``unroll``'s
+``resets``, on the fast path), so the gradient is cut at each episode start
+and the carry restarts from the cell's initial carry: a packed stream gets
+the gradient of its episodes run separately (with truncation's cuts, tbptt's
+split and checkpointed's segments where they fall in the stream).
+"""
 
 from __future__ import annotations
 
@@ -131,7 +138,8 @@ def _piece(batch, w, lo: int, hi: int):
     so ``loss_weights`` keeps them as they are: ``_sequence_loss`` is ``sum(loss_t * w_t)``)."""
     from ..data.batches import Batch
 
-    return Batch(batch.inputs[lo:hi], batch.targets[lo:hi], w[lo:hi])
+    resets = None if batch.resets is None else batch.resets[lo:hi]
+    return Batch(batch.inputs[lo:hi], batch.targets[lo:hi], w[lo:hi], resets)
 
 
 def _tbptt_spec(arg: str):
@@ -239,20 +247,24 @@ def checkpointed(S: int | None = None, unroll: int = 1, budget: float | str | No
         n = T // L
         w = loss_weights(batch)
 
-        def segment(p, c, xs, ys, ws):
-            hs, c = scan._unroll_unchecked(model.cell, p["cell"], xs, c, scan._Options(unroll=unroll))
+        resets = None if batch.resets is None else jnp.asarray(batch.resets)
+
+        def segment(p, c, xs, ys, ws, rs):
+            hs, c = scan._unroll_unchecked(model.cell, p["cell"], xs, c,
+                                           scan._Options(unroll=unroll, resets=rs))
             return c, jnp.sum(model.loss(model.head(p["head"], hs), ys) * ws)
 
         in_scan = jax.checkpoint(segment, prevent_cse=False)  # scan already blocks CSE
 
         def loss(p):
-            whole = lambda a: jnp.reshape(a[:n * L], (n, L) + jnp.shape(a)[1:])
+            whole = lambda a: None if a is None else jnp.reshape(a[:n * L], (n, L) + jnp.shape(a)[1:])
+            rest = lambda a: None if a is None else a[n * L:]
             c, ls = jax.lax.scan(lambda c, seg: in_scan(p, c, *seg), carry,
-                                 (whole(batch.inputs), whole(batch.targets), whole(w)))
+                                 (whole(batch.inputs), whole(batch.targets), whole(w), whole(resets)))
             total = jnp.sum(ls)
             if n * L < T:  # the remainder: one shorter segment
-                c, l = jax.checkpoint(segment)(p, c, batch.inputs[n * L:], batch.targets[n * L:],
-                                               w[n * L:])
+                c, l = jax.checkpoint(segment)(p, c, rest(batch.inputs), rest(batch.targets),
+                                               rest(w), rest(resets))
                 total = total + l
             return total, c
 

@@ -1,4 +1,12 @@
-"""Online estimators: forward-mode influence, one step at a time (RTRL, UORO, SnAp-1)."""
+"""Online estimators: forward-mode influence, one step at a time (RTRL, UORO, SnAp-1).
+
+Resets (``Batch.resets``): where ``resets[t, b]`` is true, example ``b``'s
+carry entering step ``t`` is replaced by the cell's initial carry and its
+influence by zero (RTRL's ``M``, UORO's ``(s_tilde, theta_tilde)``, SnAp-1's
+compact ``M``): the restarted state does not depend on the params, so no
+gradient crosses the reset -- the estimators then compute on a packed stream
+what they compute on each episode from a fresh carry.
+"""
 
 from __future__ import annotations
 
@@ -92,9 +100,15 @@ def _online(name: str, init_influence: Callable, update: Callable, check: Callab
         w = loss_weights(batch)  # [T, B], sums to one
         s = _flat_carry(carry.state, B)
         keys = jax.random.split(key, (T, B)) if stochastic else jnp.zeros((T, B))
+        # without resets a constant False (folded away by XLA)
+        resets = jnp.zeros((T, B), bool) if batch.resets is None else jnp.asarray(batch.resets)
+        s0 = ravel_pytree(model.cell.initial_carry(()))[0].astype(s.dtype)
         vg = jax.value_and_grad(loss_t, argnums=(0, 1, 2), has_aux=True)
 
-        def per_example(s, infl, x, y, wt, k):
+        def per_example(s, infl, x, y, wt, k, r):
+            # an episode starts: fresh state, zero influence (nothing depends on theta yet)
+            s = jnp.where(r, s0, s)
+            infl = jax.tree.map(lambda a: jnp.where(r, jnp.zeros_like(a), a), infl)
             (l, s_new), (gth, gs, gh) = vg(theta, s, params["head"], x, y, wt)
             infl, g_hist = update(f, theta, s, x, infl, gs, k)
             return s_new, infl, gth + g_hist, gh, l
@@ -108,7 +122,7 @@ def _online(name: str, init_influence: Callable, update: Callable, check: Callab
         zeros_head = jax.tree.map(jnp.zeros_like, params["head"])
         (s, infl, g_th, g_head, loss), _ = jax.lax.scan(
             body, (s, carry.influence, jnp.zeros_like(theta), zeros_head, jnp.zeros((), w.dtype)),
-            (batch.inputs, batch.targets, w, keys))
+            (batch.inputs, batch.targets, w, keys, resets))
         state = jax.vmap(unravel_s)(s)
         grads = {"cell": unravel_theta(g_th), "head": g_head}
         new = OnlineCarry(jax.lax.stop_gradient(state), jax.lax.stop_gradient(infl))

@@ -12,6 +12,12 @@ Both also run the unperturbed params over the batch: its loss is the reported
 ``loss`` and its final carry is the carry passed on (ES) or kept beside the
 particles (PES), so ``train_step``'s metrics mean the same as for BPTT.
 
+Resets (``Batch.resets``): ES unrolls every particle with them, so its
+estimate on a packed stream is the sum of its estimates on the episodes (with
+the same draws). PES refuses them (``ValueError``): its accumulated
+perturbation ``xi`` is shared by all sequences of the batch, so it cannot
+restart for one sequence alone.
+
 References: Vicol, Metz & Sohl-Dickstein 2021, "Unbiased gradient estimation
   in unrolled computation graphs with persistent evolution strategies" (ICML);
   the authors' code, google-research ``persistent_es/gradient_estimators.py``
@@ -187,6 +193,11 @@ def pes(sigma: float = 0.1, particles: int = 100) -> GradientEstimator:
             raise TypeError(f"{name} needs the PESCarry made by its init_carry, "
                             f"got {type(carry).__name__}")
         _check_key(name, key)
+        if batch.resets is not None:
+            raise ValueError(f"{name} does not take batch.resets: its accumulated perturbation xi "
+                             f"[N/2, P] is shared by the whole batch and cannot restart for one "
+                             f"sequence; use es, or start episodes on batch boundaries with a fresh "
+                             f"carry (train_step(carry_over=False))")
         _check_step_inputs(model, params, carry.state, batch)
         B = int(jnp.shape(batch.inputs)[1])
         validation.check_carry(model.cell, carry.particles, (particles, B), "carry.particles")
