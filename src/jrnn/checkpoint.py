@@ -68,9 +68,19 @@ def state_digest(tree) -> dict:
     file restores silently. The digest makes :meth:`Checkpointer.restore` catch it.
     """
     out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]:
-        out[jax.tree_util.keystr(path)] = f"{zlib.crc32(np.ascontiguousarray(leaf).tobytes()):08x}"
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        out[jax.tree_util.keystr(path)] = f"{zlib.crc32(_global_bytes(leaf)):08x}"
     return out
+
+
+def _global_bytes(leaf) -> bytes:
+    """A leaf's bytes; an array split over processes is gathered first (every process
+    computes the same digest)."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        leaf = multihost_utils.process_allgather(leaf, tiled=True)
+    return np.ascontiguousarray(jax.device_get(leaf)).tobytes()
 
 
 def _meta_crc(meta: dict) -> str:

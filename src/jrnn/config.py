@@ -150,6 +150,9 @@ class LoopConfig:
                      flag=False)
     steps_per_epoch: typing.Optional[int] = _f(None, "batches per epoch, for the progress bar",
                                                resumable=True, flag=False)
+    devices: typing.Optional[str] = _f(
+        None, "data-parallel over devices: 'all' (every device of every process) or a count N; the "
+        "batch is split along B, params replicated (default: one device, no mesh)", resumable=True)
     lrs: typing.Optional[typing.Tuple[float, ...]] = _f(
         None, "learning rates swept in one vmapped program, crossed with seeds (run s * len(lrs) "
         "+ j is seed s with lrs[j]); needs make_optimizer(..., inject=True)", flag=False)
@@ -161,6 +164,9 @@ class LoopConfig:
                 raise ValueError(f"lrs must be learning rates > 0, got {self.lrs!r}")
         _check(self, positive=("epochs", "seeds", "log_every", "eval_every", "save_every", "keep",
                                "max_skips", "steps_per_epoch"), nonneg=("seed",))
+        d = self.devices
+        if d is not None and not (d == "all" or (isinstance(d, str) and d.isdigit() and int(d) >= 1)):
+            raise ValueError(f"devices must be 'all', a count >= 1 as a string ('8') or None, got {d!r}")
         t = self.time_limit
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0):
             raise ValueError(f"time_limit must be a number of seconds > 0 or None, got {t!r}")

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import validation
+from . import parallel, validation
 from .checkpoint import Interrupted, signals_to_checkpoint
 from .config import LoopConfig
 from .data.batches import Batch
@@ -109,7 +109,7 @@ def fit(model: Model, optimizer, train_batches: Callable[[int], Iterable[Batch]]
     run = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir, cfg.keep)
     loop = _Loop(model, estimator, cfg, run, batch_size, carry_over, validate)
     loop.begin(optimizer, state, resume)
-    step_fn = _step_fn(model, optimizer, estimator, bool(carry_over), S)
+    step_fn = _step_fn(model, optimizer, estimator, bool(carry_over), S, loop.mesh)
     with signals_to_checkpoint() as interrupted:
         for epoch in range(loop.pos.epoch, cfg.epochs):
             seen, start = 0, loop.pos.batch if epoch == loop.pos.epoch else 0
@@ -118,7 +118,7 @@ def fit(model: Model, optimizer, train_batches: Callable[[int], Iterable[Batch]]
                 if i < start:
                     continue  # consumed before the checkpoint we resumed from
                 loop.save_if_due(_Position(loop.pos.step, epoch, i))
-                loop.check(batch)
+                batch = loop.check(batch)
                 loop.state, m = step_fn(loop.state, batch, loop.key_of(loop.pos.step))
                 loop.advance(m, batch, epoch, i + 1)
                 if interrupted():
@@ -144,6 +144,14 @@ class _Loop:
         self.model, self.estimator, self.cfg, self.run = model, estimator, cfg, run
         self.batch_size, self.carry_over, self.validate = batch_size, carry_over, validate
         self.runs = _runs(cfg)  # the vmapped runs (seeds x lrs), or None for one model
+        self.mesh = None if cfg.devices is None else parallel.data_mesh(
+            "all" if cfg.devices == "all" else int(cfg.devices))
+        self.main = parallel.is_main_process()  # only it logs, writes metrics, draws the bar
+        self.local_batch = batch_size  # the columns of each batch this process reads
+        if self.mesh is not None:
+            parallel.check_batch_size(self.mesh, batch_size)
+            cols = parallel.process_columns(batch_size, self.mesh)
+            self.local_batch = cols.stop - cols.start
         self.key = jax.random.key(cfg.seed)
         self.window = MetricsWindow(cfg.on_nonfinite, cfg.max_skips)
         self.history: list = []
@@ -151,7 +159,8 @@ class _Loop:
         self.save_due, self.stopped, self.evaluated_at = False, None, None
         self.clock = _Stopwatch()
         self.t_record = 0.0  # training seconds at the last record
-        self.say = (lambda msg: None) if cfg.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+        quiet = cfg.quiet or not self.main
+        self.say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
     # -- start
 
@@ -164,6 +173,8 @@ class _Loop:
             if self.runs is None:
                 validation.check_state(m, optimizer, est, state, B)
             state = jax.tree.map(jnp.copy, state)  # the step donates its input: keep the caller's
+        if self.mesh is not None:
+            state = parallel.put_state(state, self.mesh, B, self.runs)
         self.state = state
         self.pos = _Position(int(np.max(jax.device_get(state.step))), 0, 0)
         if self.run is not None and resume:
@@ -180,7 +191,7 @@ class _Loop:
             if old:
                 self.say(f"note: fresh run in {self.run.path}: removed the earlier run's checkpoints "
                          f"at steps {old} (resume=True / --resume continues a run instead)")
-        self.bar = _bar(self.cfg, self.pos)
+        self.bar = _bar(self.cfg, self.pos) if self.main else None
         self.clock.start()
 
     def fingerprint(self) -> dict:
@@ -200,10 +211,14 @@ class _Loop:
         return k if self.runs is None else jax.random.split(k, self.runs)
 
     def check(self, batch):
+        """Validate a batch from ``train_batches``; on a mesh, return it placed there."""
         if not isinstance(batch, Batch):
             raise TypeError(f"train_batches must yield time-major jrnn.Batch (jrnn.data.batches "
                             f"does), got {type(batch).__name__}")
-        validation.check_batch(self.model, batch, self.batch_size if self.carry_over else None)
+        validation.check_batch(self.model, batch, self.local_batch if self.carry_over else None)
+        if self.mesh is None:
+            return batch
+        return parallel.shard_batch(batch, self.mesh, local=jax.process_count() > 1)
 
     def advance(self, metrics, batch, epoch: int, next_batch: int):
         step = self.pos.step
@@ -425,14 +440,16 @@ _FULL = full()
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_step(model, optimizer, estimator, carry_over, seeds):
-    return train_step(model, optimizer, estimator, carry_over=carry_over, seeds=seeds, check=False)
+def _cached_step(model, optimizer, estimator, carry_over, seeds, mesh):
+    return train_step(model, optimizer, estimator, carry_over=carry_over, seeds=seeds, check=False,
+                      mesh=mesh)
 
 
-def _step_fn(model, optimizer, estimator, carry_over, seeds):
+def _step_fn(model, optimizer, estimator, carry_over, seeds, mesh):
     """The compiled step, memoised: several fits of one model compile once. The loop
     validates each batch itself (``check=False``)."""
     try:
-        return _cached_step(model, optimizer, estimator, carry_over, seeds)
+        return _cached_step(model, optimizer, estimator, carry_over, seeds, mesh)
     except TypeError:  # an unhashable custom optimizer/estimator: no memo
-        return train_step(model, optimizer, estimator, carry_over=carry_over, seeds=seeds, check=False)
+        return train_step(model, optimizer, estimator, carry_over=carry_over, seeds=seeds, check=False,
+                          mesh=mesh)

@@ -22,6 +22,13 @@ from typing import Any
 __all__ = ["RunDir", "load_run"]
 
 
+def _writes_files() -> bool:
+    """Process 0 writes the run's files; every process writes its part of a checkpoint."""
+    import jax
+
+    return jax.process_index() == 0
+
+
 class RunDir:
     """A run directory (created on first write).
 
@@ -85,13 +92,17 @@ class RunDir:
         self.checkpointer.save(state, meta, step=meta["step"])
 
     def log(self, record: dict) -> None:
-        """Append one record to metrics.jsonl."""
+        """Append one record to metrics.jsonl (process 0 of a multi-process run writes it)."""
+        if not _writes_files():
+            return
         os.makedirs(self.path, exist_ok=True)
         with open(self.file(self.METRICS), "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def write_metrics(self, records: list) -> None:
-        """Atomically replace metrics.jsonl with ``records``."""
+        """Atomically replace metrics.jsonl with ``records`` (process 0 writes it)."""
+        if not _writes_files():
+            return
         os.makedirs(self.path, exist_ok=True)
         path = self.file(self.METRICS)
         with open(path + ".tmp", "w") as f:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from . import validation
+from . import parallel, validation
 from .data.batches import Batch
 from .grads import GradientEstimator, full
 from .metrics import perplexity
@@ -124,7 +124,7 @@ def init_state(model: Model, optimizer, estimator: GradientEstimator, key,
 
 def train_step(model: Model, optimizer, estimator: GradientEstimator | None = None, *,
                carry_over: bool = True, seeds: int | None = None, donate: bool = True,
-               check: bool = True):
+               check: bool = True, mesh=None):
     """Build the jit-compiled step ``(state, batch, key) -> (state, metrics)``.
 
     Args:
@@ -145,6 +145,12 @@ def train_step(model: Model, optimizer, estimator: GradientEstimator | None = No
         would silently wrap or clamp a bad id). It costs a few microseconds
         on host arrays and one tiny device reduction plus a sync on device
         arrays (measured in ``benchmarks/README.md``); ``False`` skips it.
+      mesh: a :func:`jrnn.parallel.data_mesh`: data parallelism over its
+        devices -- the batch (placed with :func:`jrnn.parallel.shard_batch`
+        when it comes from the host) and the carry are split along ``B``,
+        params and optimizer state replicated (the state placed with
+        :func:`jrnn.parallel.put_state`); the same values as one device up to
+        the order of float sums.
 
     Returns:
       ``step(state, batch, key)``; ``batch`` is a time-major :class:`Batch`.
@@ -170,6 +176,8 @@ def train_step(model: Model, optimizer, estimator: GradientEstimator | None = No
         return new, {"loss": loss, "grad_norm": gnorm, "finite": finite}
 
     fn = one if seeds is None else jax.vmap(one, in_axes=(0, None, 0))
+    if mesh is not None:
+        fn = _data_parallel(fn, mesh, seeds)
     jitted = jax.jit(fn, donate_argnums=(0,) if donate else ())
     if not check:
         return jitted
@@ -179,10 +187,26 @@ def train_step(model: Model, optimizer, estimator: GradientEstimator | None = No
         if not isinstance(batch, Batch):
             raise TypeError(f"batch must be a time-major jrnn.Batch, got {type(batch).__name__}")
         validation.check_batch(model, batch)
+        if mesh is not None:
+            parallel.check_batch_size(mesh, int(jnp.shape(batch.inputs)[1]))
+            if not isinstance(batch.inputs, jax.Array):
+                batch = parallel.shard_batch(batch, mesh)
         return jitted(state, batch, key)
 
     step.jitted, step.lower, step._cache_size = jitted, jitted.lower, jitted._cache_size
     return step
+
+
+def _data_parallel(fn, mesh, seeds):
+    """``fn`` with its batch split along ``B`` over ``mesh`` and its new state laid out
+    as :func:`jrnn.parallel.state_shardings` (params replicated, carry split)."""
+
+    def sharded(state, batch, key):
+        batch = jax.lax.with_sharding_constraint(batch, parallel.batch_shardings(batch, mesh))
+        new, metrics = fn(state, batch, key)
+        return parallel.constrain_state(new, mesh, jnp.shape(batch.inputs)[1], seeds), metrics
+
+    return sharded
 
 
 def init_states(model: Model, optimizer, estimator: GradientEstimator, keys, batch_size: int):
