@@ -239,6 +239,7 @@ def cmd_generate(args) -> int:
 
 
 def main(argv=None) -> int:
+    """The ``jrnn`` command: ``jrnn train ...`` or ``jrnn generate ...``; returns the exit code."""
     parser = argparse.ArgumentParser(prog="jrnn", description="jrnn: recurrent networks in JAX.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _train_parser(sub).set_defaults(func=cmd_train)

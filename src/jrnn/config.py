@@ -150,6 +150,8 @@ class LoopConfig:
                      flag=False)
     steps_per_epoch: typing.Optional[int] = _f(None, "batches per epoch, for the progress bar",
                                                resumable=True, flag=False)
+    tensorboard: bool = _f(False, "also log the records as TensorBoard scalars in "
+                           "<out>/tensorboard (extra: jrnn[tensorboard])", resumable=True)
     devices: typing.Optional[str] = _f(
         None, "data-parallel over devices: 'all' (every device of every process) or a count N; the "
         "batch is split along B, params replicated (default: one device, no mesh)", resumable=True)
@@ -315,6 +317,8 @@ def build_model(model: ModelConfig, vocab_size: int):
 
 
 def build_optimizer(optim: OptimConfig):
+    """The Optax optimizer of a config (:func:`jrnn.make_optimizer`; a swept ``lr`` list
+    gives an injected learning rate, set per run by the loop)."""
     from .step import make_optimizer
 
     clip, lr = optim.clip, optim.lr
@@ -328,6 +332,7 @@ def build_optimizer(optim: OptimConfig):
 
 
 def build_estimator(optim: OptimConfig):
+    """The gradient estimator of a config's ``grad`` spec (:func:`jrnn.grads.parse`)."""
     from . import grads
 
     return grads.parse(optim.grad)

@@ -191,6 +191,8 @@ class _Loop:
             if old:
                 self.say(f"note: fresh run in {self.run.path}: removed the earlier run's checkpoints "
                          f"at steps {old} (resume=True / --resume continues a run instead)")
+        if self.run is not None and self.cfg.tensorboard:
+            self.run.open_tensorboard(self.pos.step + 1 if resume else 0)
         self.bar = _bar(self.cfg, self.pos) if self.main else None
         self.clock.start()
 
@@ -326,6 +328,8 @@ class _Loop:
             self.bar.close()
         self.window.drain(*self.last_checkpoint())
         self.save(self.pos)  # a no-op if the last checkpoint is this one
+        if self.run is not None:
+            self.run.close()
 
     def stop(self, signum: int):
         name = signal.Signals(signum).name
@@ -337,6 +341,7 @@ class _Loop:
                   file=sys.stderr, flush=True)
             raise Interrupted(f"interrupted by {name} at step {step}", signum, None)
         self.save(self.pos)
+        self.run.close()
         msg = (f"interrupted by {name} at step {step}: checkpoint saved in "
                f"{self.run.checkpointer.directory}; resume with `jrnn train --resume --out "
                f"{self.run.path}` or fit(..., run_dir={self.run.path!r}, resume=True)")

@@ -3,6 +3,8 @@
 A run directory holds::
 
     config.json     the TrainConfig (runs started by ``jrnn train``)
+    tensorboard/    the records as TensorBoard scalars (``LoopConfig(tensorboard=True)``,
+                    the ``tensorboard`` extra: tensorboardX)
     vocab.json      the vocabulary (token models): token kind, preprocessing, tokens
     metrics.jsonl   the loop's records, one JSON object a line
     checkpoints/    Orbax checkpoints (:class:`jrnn.checkpoint.Checkpointer`):
@@ -29,6 +31,18 @@ def _writes_files() -> bool:
     return jax.process_index() == 0
 
 
+def _scalars(record: dict):
+    """``(name, float)`` of a record's numbers; a list (one value per run) as ``name/run_i``."""
+    for k, v in record.items():
+        if k in ("step", "epoch") or isinstance(v, (str, bool)) or v is None:
+            continue
+        if isinstance(v, (list, tuple)):
+            yield from ((f"{k}/run_{i}", float(x)) for i, x in enumerate(v)
+                        if isinstance(x, (int, float)) and not isinstance(x, bool))
+        elif isinstance(v, (int, float)):
+            yield k, float(v)
+
+
 class RunDir:
     """A run directory (created on first write).
 
@@ -38,11 +52,13 @@ class RunDir:
     """
 
     CONFIG, VOCAB, METRICS, PLOT = "config.json", "vocab.json", "metrics.jsonl", "perplexity.png"
+    BOARD = "tensorboard"
 
     def __init__(self, path: str | os.PathLike, keep: int = 2):
         self.path = os.fspath(path)
         self.keep = keep
         self._ckpt = None
+        self._board = None
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -92,12 +108,36 @@ class RunDir:
         self.checkpointer.save(state, meta, step=meta["step"])
 
     def log(self, record: dict) -> None:
-        """Append one record to metrics.jsonl (process 0 of a multi-process run writes it)."""
+        """Append one record to metrics.jsonl, and to TensorBoard if open (process 0 of a
+        multi-process run writes them)."""
         if not _writes_files():
             return
         os.makedirs(self.path, exist_ok=True)
         with open(self.file(self.METRICS), "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self._board is not None:
+            for name, value in _scalars(record):
+                self._board.add_scalar(name, value, record["step"])
+            self._board.flush()
+
+    def open_tensorboard(self, from_step: int = 0) -> None:
+        """Also write each record's numbers as TensorBoard scalars under ``tensorboard/``
+        (a sweep's lists as ``name/run_i``). Events at ``from_step`` and later are purged:
+        those of an earlier run in a fresh run (0), those logged after the checkpoint a
+        resumed run starts from (it logs them again)."""
+        if not _writes_files() or self._board is not None:
+            return
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise ImportError("TensorBoard logging needs tensorboardX: pip install "
+                              "'jrnn[tensorboard]'") from None
+        self._board = SummaryWriter(self.file(self.BOARD), purge_step=from_step)
+
+    def close(self) -> None:
+        if self._board is not None:
+            self._board.close()
+            self._board = None
 
     def write_metrics(self, records: list) -> None:
         """Atomically replace metrics.jsonl with ``records`` (process 0 writes it)."""
