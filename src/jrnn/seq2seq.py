@@ -64,6 +64,7 @@ class EncoderDecoder(NamedTuple):
 
     @property
     def vocab_size(self) -> int:
+        """``V = num_symbols + 3`` (PAD, BOS, EOS and the symbols)."""
         return self.num_symbols + 3
 
 
