@@ -114,3 +114,21 @@ def test_a_one_device_mesh_trains_exactly_like_no_mesh():
         finals.append(st)
     for a, b in zip(jax.tree.leaves(finals[0]), jax.tree.leaves(finals[1])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_the_cli_trains_on_two_devices_like_on_one(tmp_path):
+    flags = ["train", "--epochs", "1", "--hidden", "16", "--batch-size", "8", "--num-steps", "10",
+             "--max-tokens", "3000", "--sample-length", "0", "--no-progress"]
+    env = dict(_env(), XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    code = "import sys; from jrnn.cli import main; sys.exit(main(sys.argv[1:]))"
+    last = {}
+    for devices in (None, "2"):
+        out = tmp_path / f"run-{devices}"
+        extra = [] if devices is None else ["--devices", devices]
+        subprocess.run([sys.executable, "-c", code, *flags, "--out", str(out), *extra], check=True,
+                       env=env, timeout=300, capture_output=True)
+        records = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+        last[devices] = records[-1]
+        assert json.loads((out / "config.json").read_text())["loop"]["devices"] == devices
+    assert last["2"]["val_loss"] == pytest.approx(last[None]["val_loss"], rel=1e-5)
+    assert last["2"]["step"] == last[None]["step"] > 0

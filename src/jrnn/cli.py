@@ -28,7 +28,29 @@ def _train_parser(sub):
                    help="continue the run in --out from its last checkpoint (its config.json "
                         "fixes the data, model and optimisation; --epochs etc. may change)")
     add_flags(p)
+    g = p.add_argument_group(
+        "processes", "a multi-process run (jax.distributed): start the same command once per "
+        "process, each with its --process-id, and --devices all; the defaults come from "
+        "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID. Not saved in config.json")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    g.add_argument("--num-processes", type=int, metavar="N")
+    g.add_argument("--process-id", type=int, metavar="I")
+    g.add_argument("--local-devices", type=int, metavar="N",
+                   help="CPU only: devices this process exposes (default 1)")
     return p
+
+
+def _join_processes(args) -> bool:
+    """Initialise jax.distributed if a coordinator is given (flag or environment)."""
+    import os
+
+    from . import parallel
+
+    if not (args.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")):
+        return False
+    parallel.initialize(args.coordinator, args.num_processes, args.process_id,
+                        local_devices=args.local_devices)
+    return True
 
 
 def _corpus(data_cfg):
@@ -95,13 +117,31 @@ def _sample_prefix(vocab, prefix, train):
 
 
 def cmd_train(args) -> int:
+    import contextlib
+    import os
+
+    if _join_processes(args) and not _main_process():
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return _train(args)  # process 0 prints; the others train and save their parts
+    return _train(args)
+
+
+def _main_process() -> bool:
+    from . import parallel
+
+    return parallel.is_main_process()
+
+
+def _train(args) -> int:
     import jax
 
     import jrnn
     from jrnn import config as C
-    from jrnn import data
+    from jrnn import data, parallel
 
     cfg = _config(args)
+    if jax.process_count() > 1 and cfg.loop.devices != "all":
+        raise SystemExit("error: a multi-process run trains on every process's devices: add --devices all")
     train, val, vocab = _corpus(cfg.data)
     model = C.build_model(cfg.model, len(vocab))
     opt, est = C.build_optimizer(cfg.optim), C.build_estimator(cfg.optim)
@@ -125,13 +165,21 @@ def cmd_train(args) -> int:
         else:
             print(f"note: validation tail of {len(val)} tokens is too short for B={B}, T={T}; skipped")
     loop = C.loop_of(cfg, steps_per_epoch=data.num_batches(len(train), B, T, kind))
-    res = jrnn.fit(model, opt, lambda epoch: data.batches(train, B, T, kind, seed=cfg.loop.seed,
-                                                          epoch=epoch),
-                   estimator=est, batch_size=B, carry_over=kind == "sequential", validate=validate,
-                   config=loop, run_dir=run, resume=args.resume)
+    def train_batches(epoch):
+        batches = data.batches(train, B, T, kind, seed=cfg.loop.seed, epoch=epoch)
+        if jax.process_count() == 1:
+            return batches
+        return (parallel.process_part(b, B) for b in batches)  # this process's columns
+
+    res = jrnn.fit(model, opt, train_batches, estimator=est, batch_size=B,
+                   carry_over=kind == "sequential", validate=validate, config=loop, run_dir=run,
+                   resume=args.resume)
+    params = parallel.to_host(res.state.params)  # whole on every process, off the mesh
+    if not parallel.is_main_process():
+        return 0
     _report(res.history)
     _plot(res.history, run.file(run.PLOT))
-    _samples(model, res.state.params, vocab, prefix_ids, cfg)
+    _samples(model, params, vocab, prefix_ids, cfg)
     print(f"\nrun saved in {run.path}; continue with: jrnn train --resume --out {run.path} --epochs N; "
           f"sample with: jrnn generate --run {run.path}")
     return 0

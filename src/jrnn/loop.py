@@ -266,7 +266,7 @@ class _Loop:
             return
         self.window.drain(*self.last_checkpoint())  # never validate past a non-finite step
         with self.clock.paused():
-            p = self.state.params
+            p = self.state.params if self.mesh is None else parallel.to_host(self.state.params)
             if self.runs is None:
                 vals = self.validate(p)
             else:

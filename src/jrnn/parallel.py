@@ -29,8 +29,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-__all__ = ["AXIS", "data_mesh", "initialize", "process_columns", "batch_shardings", "shard_batch",
-           "state_shardings", "put_state", "constrain_state", "is_main_process"]
+__all__ = ["AXIS", "data_mesh", "initialize", "process_columns", "process_part", "batch_shardings",
+           "shard_batch", "state_shardings", "put_state", "constrain_state", "to_host",
+           "is_main_process"]
 
 AXIS = "data"  # the mesh's one axis: the batch is split along it
 
@@ -158,6 +159,28 @@ def put_state(state, mesh: Mesh, batch_size: int, runs: int | None = None):
         return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
 
     return jax.tree.map(put, state, shardings)
+
+
+def to_host(tree):
+    """NumPy copies of a pytree's arrays, whole on every process: a replicated array from
+    its local copy, an array split over processes gathered (for evaluation, generation
+    and saving outside the compiled step)."""
+    def get(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return np.asarray(jax.device_get(x))
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(get, tree)
+
+
+def process_part(batch, batch_size: int):
+    """This process's columns (:func:`process_columns`) of a global time-major batch."""
+    cols = process_columns(batch_size)
+    return jax.tree.map(lambda x: x[:, cols], batch)
 
 
 def is_main_process() -> bool:

@@ -157,6 +157,9 @@ class RunDir:
     # -- the CLI's side: config and vocabulary
 
     def write_config(self, config) -> None:
+        """config.json: the run's :class:`~jrnn.config.TrainConfig` (process 0 writes it)."""
+        if not _writes_files():
+            return
         os.makedirs(self.path, exist_ok=True)
         with open(self.file(self.CONFIG), "w") as f:
             f.write(config.to_json())
@@ -176,6 +179,8 @@ class RunDir:
 
     def write_vocab(self, vocab) -> None:
         """vocab.json: the token kind, how the text was preprocessed, and (char/word) the tokens."""
+        if not _writes_files():
+            return
         os.makedirs(self.path, exist_ok=True)
         record = {"token": vocab.token, "preprocess": vocab.preprocess}
         if vocab.token != "byte":  # bytes: always the 256 ids 0..255
