@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["adding_task", "conditional_sines", "copy_task", "parity", "reversal", "rotation", "sine", "sorting"]
+__all__ = ["adding_task", "conditional_sines", "copy_task", "neighbour_sum_tags", "parity",
+           "reversal", "rotation", "sine", "sorting"]
 
 
 def _as_rng(rng) -> np.random.Generator:
@@ -279,3 +280,33 @@ def rotation(batch_size: int, num_steps: int, *, rng, base: float = 0.3, gain: f
     ys = np.stack([np.cos(phi), np.sin(phi)], axis=-1)
     start = np.stack([np.cos(phi0), np.sin(phi0)], axis=-1)
     return xs.astype(np.float32)[..., None], ys.astype(np.float32), start.astype(np.float32)
+
+
+def neighbour_sum_tags(batch_size: int, min_len: int, max_len: int, num_symbols: int = 4, *, rng):
+    """Aligned tagging that needs both past and future: ``tag_t = (x_{t-1} + x_{t+1}) mod K``.
+
+    Symbols are ``1..K``, 0 is padding; outside a sequence (``t = -1`` and
+    ``t = length``) the neighbour counts as 0. A causal (unidirectional) model
+    never sees ``x_{t+1}`` when it must tag step ``t``, so it can do no better
+    than chance ``1/K`` on it; a bidirectional one can be exact.
+
+    Args:
+        batch_size: ``B``.
+        min_len, max_len: lengths uniform in ``[min_len, max_len]``.
+        num_symbols: ``K >= 2``, also the number of tags.
+        rng: A ``np.random.Generator`` or an int seed.
+
+    Returns:
+        ``(ids, tags, mask, lengths)``: int32 ``[max_len, B]`` (0 after each
+        length), int32 ``[max_len, B]`` in ``[0, K)`` (0 on padding), float32
+        ``[max_len, B]`` 1 on real steps, int32 ``[B]``.
+    """
+    b = _check_int("batch_size", batch_size, 1)
+    k = _check_int("num_symbols", num_symbols, 2)
+    rng = _as_rng(rng)
+    n, hi = _lengths(rng, b, min_len, max_len)
+    ids = _padded_symbols(rng, n, hi, k)
+    padded = np.concatenate([np.zeros((1, b), np.int32), ids, np.zeros((1, b), np.int32)])
+    mask = (np.arange(hi)[:, None] < n).astype(np.float32)
+    tags = ((padded[:-2] + padded[2:]) % k * mask).astype(np.int32)
+    return ids, tags, mask, n
