@@ -52,10 +52,10 @@ DEFAULT_OUT = os.path.join(HERE, "results", "teacher_forcing")
 MODES = ("teacher forcing", "free running", "scheduled sampling")
 
 SETTINGS = {
-    "quick": {"T": 20, "hidden": 32, "steps": 400, "batch": 32, "lr": 1e-2, "test": 256,
-              "eval_every": 100},
+    "quick": {"T": 20, "hidden": 32, "steps": 300, "batch": 32, "lr": 1e-2, "test": 256,
+              "eval_every": 100, "noise": [0.0, 0.1]},
     "full": {"T": 40, "hidden": 64, "steps": 3000, "batch": 64, "lr": 3e-3, "test": 512,
-             "eval_every": 250},
+             "eval_every": 250, "noise": [0.0, 0.1, 0.3]},
 }
 
 
@@ -90,7 +90,7 @@ def evaluator(model, T, n, seed=12345):
     return evaluate
 
 
-def train(mode, s, evaluate, seed=0):
+def train(mode, s, evaluate, noise=0.0, seed=0):
     model = orc.output_model(s["hidden"], 1, 2, "value")
     T, B, steps = s["T"], s["batch"], s["steps"]
 
@@ -98,6 +98,7 @@ def train(mode, s, evaluate, seed=0):
         for i in range(steps):
             rng = np.random.default_rng([seed, epoch, i])  # the same data for every mode
             xs, ys, start = synthetic.rotation(B, T, rng=rng)
+            ys = ys + np.float32(noise) * rng.standard_normal(ys.shape, np.float32)  # observed
             flags = orc.schedule(T, B, p_teacher(mode, i, steps), rng)
             yield jrnn.Batch(orc.inputs(xs, ys, flags, start), ys)
 
@@ -121,19 +122,29 @@ def write_md(res, path):
     lines = ["# Teacher forcing vs free running (output-to-hidden recurrence)", "",
              f"Goodfellow fig. 10.4 net (hidden {c['hidden']}, no hidden-to-hidden recurrence) on "
              f"the input-driven rotation, T = {c['T']}; {c['steps']} Adam steps (lr {c['lr']:g}) "
-             f"of {c['batch']} sequences, the same batches for every mode; held-out: "
-             f"{c['test']} sequences. MSE per step (sum over the 2 outputs); 'free running' "
-             f"feeds the model its own outputs from the given start.", "",
-             f"| trained with | teacher-forced MSE | free-running MSE (T={c['T']}) | "
-             f"free-running MSE (4T={4 * c['T']}) | mismatch (free / forced, T) | seconds |",
-             "|---|---|---|---|---|---|"]
-    for m, r in res["modes"].items():
-        lines.append(f"| {m} | {r['tf_mse']:.2e} | {r['fr_mse']:.2e} | {r['fr_mse_long']:.2e} | "
-                     f"{r['fr_mse'] / max(r['tf_mse'], 1e-12):.1f}x | {r['seconds']:.1f} |")
-    lines += ["", "Teacher forcing trains on ground-truth inputs it never gets at test time: its "
-              "one-step error is the table's smallest, its open-loop error grows with the horizon. "
-              "Training free-running (or annealing toward it) optimises the open-loop error "
-              "directly, at the cost of back-propagating through the fed-back outputs.", "",
+             f"of {c['batch']} sequences, the same batches for every mode; the training targets "
+             f"(and so the teacher-forced inputs) observed with Gaussian noise of the given sd; "
+             f"held-out: {c['test']} clean sequences. MSE per step (sum over the 2 outputs); "
+             f"'free running' feeds the model its own outputs from the given start.", "",
+             f"| target noise | trained with | teacher-forced MSE | free-running MSE (T={c['T']}) "
+             f"| free-running MSE (4T={4 * c['T']}) | mismatch (free / forced, T) | seconds |",
+             "|---|---|---|---|---|---|---|"]
+    for r in res["runs"]:
+        lines.append(f"| {r['noise']:g} | {r['mode']} | {r['tf_mse']:.2e} | {r['fr_mse']:.2e} | "
+                     f"{r['fr_mse_long']:.2e} | {r['fr_mse'] / max(r['tf_mse'], 1e-12):.1f}x | "
+                     f"{r['seconds']:.1f} |")
+    lines += ["", "Teacher forcing trains on inputs (the observed previous targets) it never "
+              "gets at test time, where it is fed its own outputs: the mismatch column is its "
+              "open-loop error over its one-step error. Free running trains in the test "
+              "condition, at the cost of back-propagating through the fed-back outputs.", ""]
+    for noise in c["noise"]:
+        rs = [r for r in res["runs"] if r["noise"] == noise]
+        best = min(rs, key=lambda r: r["fr_mse_long"])
+        tf = next(r for r in rs if r["mode"] == "teacher forcing")
+        lines.append(f"- noise {noise:g}: lowest open-loop error over 4T: **{best['mode']}** "
+                     f"({best['fr_mse_long']:.2e}); teacher forcing's open-loop error over T is "
+                     f"{tf['fr_mse'] / max(tf['tf_mse'], 1e-12):.0f}x its one-step error.")
+    lines += ["",
               f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, JAX "
               f"{res['machine']['jax']}; total {res['total_seconds']:.1f} s."]
     if res["plot"]:
@@ -150,14 +161,16 @@ def plot(res, path):
     except ImportError:
         return False
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for m, r in res["modes"].items():
-        a0.plot(np.arange(1, len(r["err_by_step"]) + 1), r["err_by_step"], label=m)
-        a1.plot(r["curve"]["step"], r["curve"]["tf_mse"], "--", label=f"{m}: teacher-forced")
-        a1.plot(r["curve"]["step"], r["curve"]["fr_mse"], "-", label=f"{m}: free-running")
+    for r in res["runs"]:
+        m = f"{r['mode']} (noise {r['noise']:g})"
+        ls = "-" if r["noise"] else ":"
+        a0.plot(np.arange(1, len(r["err_by_step"]) + 1), r["err_by_step"], ls, label=m)
+        a1.plot(r["curve"]["step"], r["curve"]["fr_mse"], ls, label=m)
     a0.axvline(res["config"]["T"], color="grey", lw=0.8)
     a0.set(xlabel="step of the open-loop rollout", ylabel="squared error", yscale="log",
            title="free-running error by step (held out)")
-    a1.set(xlabel="training step", ylabel="held-out MSE", yscale="log", title="learning curves")
+    a1.set(xlabel="training step", ylabel="held-out free-running MSE (T)", yscale="log",
+           title="learning curves")
     a0.legend(fontsize=7)
     a1.legend(fontsize=6)
     fig.tight_layout()
@@ -171,20 +184,24 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run (tiny sizes, few steps)")
     ap.add_argument("--out", default=DEFAULT_OUT)
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--noise", default=None, help="comma-separated target noise sds (default 0,0.1; full 0,0.1,0.3)")
     args = ap.parse_args(argv)
     s = dict(SETTINGS["quick" if args.quick else "full"])
     if args.steps:
         s["steps"] = args.steps
+    if args.noise:
+        s["noise"] = [float(v) for v in args.noise.split(",")]
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
     evaluate = evaluator(orc.output_model(s["hidden"], 1, 2, "value"), s["T"], s["test"])
-    modes = {}
-    for m in MODES:
-        modes[m] = train(m, s, evaluate)
-        r = modes[m]
-        print(f"{m:20s} tf {r['tf_mse']:.2e}  fr(T) {r['fr_mse']:.2e}  fr(4T) {r['fr_mse_long']:.2e}"
-              f"  ({r['seconds']:.1f} s)", file=sys.stderr, flush=True)
-    res = {"config": {**s, "quick": args.quick}, "modes": modes,
+    runs = []
+    for noise in s["noise"]:
+        for m in MODES:
+            r = {"mode": m, "noise": float(noise), **train(m, s, evaluate, noise)}
+            runs.append(r)
+            print(f"noise {noise:g} {m:20s} tf {r['tf_mse']:.2e}  fr(T) {r['fr_mse']:.2e}  "
+                  f"fr(4T) {r['fr_mse_long']:.2e}  ({r['seconds']:.1f} s)", file=sys.stderr, flush=True)
+    res = {"config": {**s, "quick": args.quick}, "runs": runs,
            "total_seconds": time.perf_counter() - t0,
            "machine": {"cpu": platform.processor() or platform.machine(), "jax": jax.__version__,
                        "device": str(jax.devices()[0]), "cores": os.cpu_count()}}

@@ -21,12 +21,13 @@ def test_quick_run(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert (out / "results.md").read_text().startswith("# Teacher forcing vs free running")
     assert res["plot"] is None or (out / res["plot"]).stat().st_size > 0
-    assert list(res["modes"]) == list(tf.MODES)
+    runs = {(r["noise"], r["mode"]): r for r in res["runs"]}
+    assert set(runs) == {(n, m) for n in res["config"]["noise"] for m in tf.MODES}
     T = res["config"]["T"]
-    for r in res["modes"].values():
+    for r in runs.values():
         assert len(r["err_by_step"]) == 4 * T
         assert r["tf_mse"] < 0.1  # far below predicting zeros (MSE 1): every mode learned the map
-    t = res["modes"]["teacher forcing"]
+    t = runs[(0.0, "teacher forcing")]
     # the mismatch: open-loop error well above the one-step error it was trained on, and growing
     assert t["fr_mse"] > 3 * t["tf_mse"]
     assert t["fr_mse_long"] > t["fr_mse"]
