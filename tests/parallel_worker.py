@@ -73,6 +73,14 @@ def devices(out):
     report["fit_max_param_diff"] = max(float(np.max(np.abs(a - b))) for a, b in zip(
         leaves(fits[None][0].state.params), leaves(fits["8"][0].state.params)))
     report["fit_carry_spec"] = str(jax.tree.leaves(fits["8"][0].state.carry)[0].sharding.spec)
+    # a sweep of 8 runs (4 seeds x 2 learning rates) split by run over the 8 devices
+    sweep_opt = jrnn.make_optimizer("adam", 0.01, 1.0, inject=True)
+    sweeps = [jrnn.fit(model, sweep_opt, lambda e: data, batch_size=B, config=jrnn.LoopConfig(
+        seeds=4, lrs=(0.01, 0.03), devices=dev, progress=False, quiet=True)) for dev in (None, "8")]
+    report["sweep_max_param_diff"] = max(float(np.max(np.abs(a - b))) for a, b in zip(
+        leaves(sweeps[0].state.params), leaves(sweeps[1].state.params)))
+    report["sweep_param_spec"] = str(sweeps[1].state.params["head"]["W_hq"].sharding.spec)
+    report["sweep_runs_differ"] = bool(np.ptp(leaves(sweeps[1].state.params)[0], axis=0).max() > 0)
     try:
         jrnn.fit(model, opt, lambda e: data, batch_size=12, config=jrnn.LoopConfig(devices="8"))
     except ValueError as e:

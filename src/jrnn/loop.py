@@ -148,8 +148,7 @@ class _Loop:
             "all" if cfg.devices == "all" else int(cfg.devices))
         self.main = parallel.is_main_process()  # only it logs, writes metrics, draws the bar
         self.local_batch = batch_size  # the columns of each batch this process reads
-        if self.mesh is not None:
-            parallel.check_batch_size(self.mesh, batch_size)
+        if self.mesh is not None and not parallel.splits_runs(self.mesh, self.runs):
             cols = parallel.process_columns(batch_size, self.mesh)
             self.local_batch = cols.stop - cols.start
         self.key = jax.random.key(cfg.seed)
@@ -220,7 +219,7 @@ class _Loop:
         validation.check_batch(self.model, batch, self.local_batch if self.carry_over else None)
         if self.mesh is None:
             return batch
-        return parallel.shard_batch(batch, self.mesh, local=jax.process_count() > 1)
+        return parallel.shard_batch(batch, self.mesh, local=jax.process_count() > 1, runs=self.runs)
 
     def advance(self, metrics, batch, epoch: int, next_batch: int):
         step = self.pos.step

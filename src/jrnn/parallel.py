@@ -6,7 +6,8 @@ A run on ``N`` devices uses a one-axis :class:`jax.sharding.Mesh` (axis
 (:func:`jrnn.train_step` with ``mesh=``): the batch's arrays (time-major
 ``[T, B, ...]``) and the carry's (``[B, ...]``, ``[S, B, ...]`` in a sweep)
 are sharded along their batch axis with ``NamedSharding``; params, optimizer
-state and the step counter are replicated. XLA's SPMD partitioner then
+state and the step counter are replicated. A sweep of ``S`` vmapped runs
+whose count the devices divide is split by run instead (:func:`splits_runs`). XLA's SPMD partitioner then
 computes the mean loss and its gradient with one all-reduce, so an
 ``N``-device step equals the 1-device step with the same global batch up to
 the order of the floating-point sums.
@@ -88,22 +89,35 @@ def _batch_spec(ndim: int, axis: int) -> P:
     return P(*([None] * axis + [AXIS] + [None] * (ndim - axis - 1)))
 
 
-def batch_shardings(batch, mesh: Mesh):
-    """``NamedSharding`` s splitting each ``[T, B, ...]`` array of ``batch`` along ``B``."""
+def splits_runs(mesh: Mesh, runs: int | None) -> bool:
+    """Whether a sweep of ``runs`` vmapped models is split over the devices by run (each
+    device trains ``runs / N`` whole models on the whole batch, no all-reduce) rather than
+    by batch: in one process, when the runs divide evenly."""
+    return runs is not None and runs % mesh.devices.size == 0 and jax.process_count() == 1
+
+
+def batch_shardings(batch, mesh: Mesh, runs: int | None = None):
+    """``NamedSharding`` s splitting each ``[T, B, ...]`` array of ``batch`` along ``B``
+    (replicated when :func:`splits_runs`)."""
+    if splits_runs(mesh, runs):
+        return jax.tree.map(lambda x: NamedSharding(mesh, P()), batch)
     return jax.tree.map(lambda x: NamedSharding(mesh, _batch_spec(np.ndim(x), 1)), batch)
 
 
-def shard_batch(batch, mesh: Mesh, *, local: bool = False):
+def shard_batch(batch, mesh: Mesh, *, local: bool = False, runs: int | None = None):
     """Place a time-major batch (any pytree of ``[T, B, ...]`` arrays) on the mesh, split along B.
 
     Args:
       batch: the global batch, or with ``local=True`` this process's columns
         of it (:func:`process_columns`; the only form a multi-process run has).
       mesh: from :func:`data_mesh`.
+      runs: the vmapped runs of a sweep (see :func:`splits_runs`).
     """
+    whole = splits_runs(mesh, runs)
+
     def put(x):
         x = np.asarray(x)
-        sharding = NamedSharding(mesh, _batch_spec(x.ndim, 1))
+        sharding = NamedSharding(mesh, P() if whole else _batch_spec(x.ndim, 1))
         if not local:
             return jax.device_put(x, sharding)
         shape = (x.shape[0], x.shape[1] * jax.process_count()) + x.shape[2:]
@@ -112,11 +126,14 @@ def shard_batch(batch, mesh: Mesh, *, local: bool = False):
     return jax.tree.map(put, batch)
 
 
-def _state_specs(state, batch_size: int, runs: int | None):
+def _state_specs(state, batch_size: int, runs: int | None, split: bool = False):
     """Partition specs of a :class:`~jrnn.step.TrainState`: the carry's batch axis
     (axis 0, or 1 under a sweep of ``runs``) sharded where it has ``batch_size``
-    entries; everything else replicated."""
+    entries; everything else replicated. With ``split`` (:func:`splits_runs`) every
+    leaf is split along its run axis instead."""
     axis = 0 if runs is None else 1
+    if runs is not None and split:  # every leaf of a sweep's state is [S, ...]
+        return jax.tree.map(lambda x: _batch_spec(max(np.ndim(x), 1), 0), state)
 
     def carry_spec(x):
         shape = np.shape(x)
@@ -131,8 +148,10 @@ def _state_specs(state, batch_size: int, runs: int | None):
 
 def state_shardings(state, mesh: Mesh, batch_size: int, runs: int | None = None):
     """``NamedSharding`` s for a train state (see :func:`_state_specs`), to ``device_put`` it."""
-    check_batch_size(mesh, batch_size)
-    return jax.tree.map(lambda s: NamedSharding(mesh, s), _state_specs(state, batch_size, runs),
+    split = splits_runs(mesh, runs)
+    if not split:
+        check_batch_size(mesh, batch_size)
+    return jax.tree.map(lambda s: NamedSharding(mesh, s), _state_specs(state, batch_size, runs, split),
                         is_leaf=lambda s: isinstance(s, P))
 
 

@@ -188,9 +188,10 @@ def train_step(model: Model, optimizer, estimator: GradientEstimator | None = No
             raise TypeError(f"batch must be a time-major jrnn.Batch, got {type(batch).__name__}")
         validation.check_batch(model, batch)
         if mesh is not None:
-            parallel.check_batch_size(mesh, int(jnp.shape(batch.inputs)[1]))
+            if not parallel.splits_runs(mesh, seeds):
+                parallel.check_batch_size(mesh, int(jnp.shape(batch.inputs)[1]))
             if not isinstance(batch.inputs, jax.Array):
-                batch = parallel.shard_batch(batch, mesh)
+                batch = parallel.shard_batch(batch, mesh, runs=seeds)
         return jitted(state, batch, key)
 
     step.jitted, step.lower, step._cache_size = jitted, jitted.lower, jitted._cache_size
@@ -199,10 +200,11 @@ def train_step(model: Model, optimizer, estimator: GradientEstimator | None = No
 
 def _data_parallel(fn, mesh, seeds):
     """``fn`` with its batch split along ``B`` over ``mesh`` and its new state laid out
-    as :func:`jrnn.parallel.state_shardings` (params replicated, carry split)."""
+    as :func:`jrnn.parallel.state_shardings` (params replicated, carry split), or a sweep
+    split by run (:func:`jrnn.parallel.splits_runs`)."""
 
     def sharded(state, batch, key):
-        batch = jax.lax.with_sharding_constraint(batch, parallel.batch_shardings(batch, mesh))
+        batch = jax.lax.with_sharding_constraint(batch, parallel.batch_shardings(batch, mesh, seeds))
         new, metrics = fn(state, batch, key)
         return parallel.constrain_state(new, mesh, jnp.shape(batch.inputs)[1], seeds), metrics
 
