@@ -285,10 +285,12 @@ def rotation(batch_size: int, num_steps: int, *, rng, base: float = 0.3, gain: f
 def neighbour_sum_tags(batch_size: int, min_len: int, max_len: int, num_symbols: int = 4, *, rng):
     """Aligned tagging that needs both past and future: ``tag_t = (x_{t-1} + x_{t+1}) mod K``.
 
-    Symbols are ``1..K``, 0 is padding; outside a sequence (``t = -1`` and
-    ``t = length``) the neighbour counts as 0. A causal (unidirectional) model
-    never sees ``x_{t+1}`` when it must tag step ``t``, so it can do no better
-    than chance ``1/K`` on it; a bidirectional one can be exact.
+    Symbols are ``1..K``, 0 is padding; before the start the neighbour counts
+    as 0. The last step is not scored (mask 0): its right neighbour is the end,
+    which a causal model could guess from the length distribution. On every
+    scored step ``x_{t+1}`` is a uniform symbol independent of ``x_0..x_t``, so a
+    causal (unidirectional) model can do no better than chance ``1/K``; a
+    bidirectional one can be exact.
 
     Args:
         batch_size: ``B``.
@@ -299,7 +301,7 @@ def neighbour_sum_tags(batch_size: int, min_len: int, max_len: int, num_symbols:
     Returns:
         ``(ids, tags, mask, lengths)``: int32 ``[max_len, B]`` (0 after each
         length), int32 ``[max_len, B]`` in ``[0, K)`` (0 on padding), float32
-        ``[max_len, B]`` 1 on real steps, int32 ``[B]``.
+        ``[max_len, B]`` 1 on the scored steps ``t < length - 1``, the lengths int32 ``[B]``.
     """
     b = _check_int("batch_size", batch_size, 1)
     k = _check_int("num_symbols", num_symbols, 2)
@@ -307,6 +309,7 @@ def neighbour_sum_tags(batch_size: int, min_len: int, max_len: int, num_symbols:
     n, hi = _lengths(rng, b, min_len, max_len)
     ids = _padded_symbols(rng, n, hi, k)
     padded = np.concatenate([np.zeros((1, b), np.int32), ids, np.zeros((1, b), np.int32)])
-    mask = (np.arange(hi)[:, None] < n).astype(np.float32)
-    tags = ((padded[:-2] + padded[2:]) % k * mask).astype(np.int32)
+    real = np.arange(hi)[:, None] < n
+    tags = ((padded[:-2] + padded[2:]) % k * real).astype(np.int32)
+    mask = (np.arange(hi)[:, None] < n - 1).astype(np.float32)
     return ids, tags, mask, n
