@@ -121,7 +121,8 @@ def _online(name: str, init_influence: Callable, update: Callable, check: Callab
 
         zeros_head = jax.tree.map(jnp.zeros_like, params["head"])
         (s, infl, g_th, g_head, loss), _ = jax.lax.scan(
-            body, (s, carry.influence, jnp.zeros_like(theta), zeros_head, jnp.zeros((), w.dtype)),
+            body, (s, carry.influence, jnp.zeros_like(theta), zeros_head,
+                   jnp.zeros((), jnp.result_type(w.dtype, theta.dtype))),
             (batch.inputs, batch.targets, w, keys, resets))
         state = jax.vmap(unravel_s)(s)
         grads = {"cell": unravel_theta(g_th), "head": g_head}
