@@ -185,6 +185,12 @@ def test_seeds_run_resumes_to_the_same_bits_in_process(text, tmp_path, capsys):
     assert untimed(os.path.join(cut, "metrics.jsonl")) == untimed(os.path.join(full, "metrics.jsonl"))
     rec = [r for r in untimed(os.path.join(full, "metrics.jsonl")) if "val_ppl" in r]
     assert len(rec) == 2 and all(len(r["val_ppl"]) == 2 for r in rec)
+    # the report: mean and 95% CI of the final validation perplexity over the 2 seeds
+    from jrnn.metrics import mean_ci
+
+    mean, half = mean_ci(rec[-1]["val_ppl"])
+    assert "validation perplexity over 2 seeds (mean +- 95% CI" in out.out
+    assert f"lr 0.005: {mean:.3f} +- {half:.3f}" in out.out
     # resume refuses to change what is trained
     assert cli.main(["train", "--resume", "--out", cut, "--hidden", "16"]) == 2
     assert "cannot change --hidden" in capsys.readouterr().err

@@ -334,3 +334,21 @@ def test_cli_rejects_bad_settings_in_one_line(tmp_path, capsys, flags, message):
     rc = cli.main(["train", "--text", str(text), "--hidden", "4", "--num-steps", "4", "--batch-size", "2",
                    "--out", str(tmp_path / "run"), "--no-progress", *flags])
     assert rc == 2 and capsys.readouterr().err.strip() == f"jrnn train: error: {message}"
+
+
+def test_mean_ci_matches_the_t_table_and_covers_the_mean_95_percent_of_the_time():
+    import numpy as np
+
+    from jrnn.metrics import mean_ci
+
+    # t_{0.975, 7} = 2.364624 (any t table); s = sd of 1..8 = 2.449490
+    m, h = mean_ci(np.arange(1.0, 9.0))
+    assert m == 4.5 and abs(h - 2.364624 * 2.449490 / np.sqrt(8)) < 1e-5
+    rng = np.random.default_rng(0)
+    hits = np.mean([abs(a) <= b for a, b in (mean_ci(rng.normal(size=8)) for _ in range(4000))])
+    assert 0.935 < hits < 0.965  # binomial sd at 4000 draws: 0.0034
+    hits50 = np.mean([abs(a) <= b for a, b in (mean_ci(rng.normal(size=8), 0.5) for _ in range(4000))])
+    assert 0.47 < hits50 < 0.53  # and a 50% interval covers half the time: the level matters
+    assert np.isnan(mean_ci([3.0])[1])
+    with pytest.raises(ValueError, match="finite"):
+        mean_ci([1.0, float("nan")])

@@ -12,6 +12,7 @@ not part of the package.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 __all__ = ["main"]
@@ -177,7 +178,7 @@ def _train(args) -> int:
     params = parallel.to_host(res.state.params)  # whole on every process, off the mesh
     if not parallel.is_main_process():
         return 0
-    _report(res.history)
+    _report(res.history, cfg)
     _plot(res.history, run.file(run.PLOT))
     _samples(model, params, vocab, prefix_ids, cfg)
     print(f"\nrun saved in {run.path}; continue with: jrnn train --resume --out {run.path} --epochs N; "
@@ -215,7 +216,7 @@ def _mean(v):
     return sum(v) / len(v) if isinstance(v, list) else v
 
 
-def _report(history):
+def _report(history, cfg):
     train = [h for h in history if "train_ppl" in h]
     vals = [h for h in history if "val_ppl" in h]
     if train:
@@ -226,6 +227,25 @@ def _report(history):
         print(f"{line}; {rates[len(rates) // 2]:,.0f} tokens/s (median); "
               f"{train[-1]['train_seconds']:.1f} s of training"
               + (" (means over runs)" if isinstance(train[-1]["train_ppl"], list) else ""))
+    if vals and isinstance(vals[-1]["val_ppl"], list) and cfg.loop.seeds > 1:
+        _report_sweep(vals[-1]["val_ppl"], cfg)
+
+
+def _report_sweep(ppl: list, cfg):
+    """Final validation perplexity per learning rate: mean and 95% CI over the seeds."""
+    from .metrics import mean_ci
+
+    lrs = cfg.optim.lr if isinstance(cfg.optim.lr, tuple) else (cfg.optim.lr,)
+    print(f"validation perplexity over {cfg.loop.seeds} seeds (mean +- 95% CI, Student t):")
+    for j, lr in enumerate(lrs):
+        runs = ppl[j::len(lrs)]  # run s * len(lrs) + j is seed s with lrs[j]
+        ok = [v for v in runs if math.isfinite(v)]
+        lost = f" ({len(runs) - len(ok)} seed(s) non-finite, left out)" if len(ok) < len(runs) else ""
+        if ok:
+            mean, half = mean_ci(ok)
+            print(f"  lr {lr:g}: {mean:.3f} +- {half:.3f}{lost}")
+        else:
+            print(f"  lr {lr:g}: every seed non-finite")
 
 
 def _plot(history, path):

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["perplexity", "bits_per_char", "accuracy", "MetricsWindow", "NonFiniteError"]
+__all__ = ["perplexity", "bits_per_char", "accuracy", "mean_ci", "MetricsWindow", "NonFiniteError"]
 
 
 def perplexity(mean_nll: float) -> float:
@@ -22,6 +22,30 @@ def perplexity(mean_nll: float) -> float:
 def bits_per_char(mean_nll: float) -> float:
     """Mean negative log-likelihood in bits: ``nll / ln 2``."""
     return float(mean_nll) / math.log(2.0)
+
+
+def mean_ci(values, confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t confidence interval, across seeds.
+
+    ``mean +- half`` covers the true mean with probability ``confidence`` for
+    independent normal draws (``n - 1`` degrees of freedom; scipy, which jax
+    depends on, gives the quantile). One value has no interval: ``half`` is NaN.
+
+    Args:
+      values: ``[n]`` one number per seed (finite).
+      confidence: in ``(0, 1)``.
+    """
+    from scipy import stats
+
+    x = np.asarray(values, np.float64).ravel()
+    if x.size == 0 or not np.all(np.isfinite(x)):
+        raise ValueError(f"mean_ci needs at least one finite value, got {values!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if x.size == 1:
+        return float(x[0]), float("nan")
+    t = stats.t.ppf(0.5 + confidence / 2.0, x.size - 1)
+    return float(x.mean()), float(t * x.std(ddof=1) / math.sqrt(x.size))
 
 
 def accuracy(logits, labels, mask=None):
