@@ -5,7 +5,6 @@ import json
 import math
 
 import numpy as np
-
 import timeseries_ar as ta  # this directory is on sys.path (pytest's rootdir-less import)
 
 
@@ -20,6 +19,7 @@ def test_quick_run(tmp_path):
         mse = [r["mse"][str(k)]["all"] for k in ta.STEPS]
         assert all(math.isfinite(v) for v in mse), name
         assert mse[0] < mse[-1], name  # errors accumulate with k
+    assert len(res["models"]["gru"]["train_mse_curve"]) >= 1  # jrnn.fit logged its loss
     # the closed-form linear fit: its 1-step error is near the noise floor 0.04, and no
     # trained linear model has a lower training error than least squares
     ls = res["models"]["linear (least squares)"]["mse"]["1"]["all"]
@@ -28,6 +28,7 @@ def test_quick_run(tmp_path):
 
 def test_rnn_k_step_equals_a_python_loop():
     import jax
+
     import jrnn
     from jrnn.data import timeseries as ts
     model = jrnn.regressor(jrnn.gru(3), 1, 1)

@@ -120,7 +120,7 @@ def train_rnn(x, hidden, epochs, batch_size, num_steps, lr, seed):
                    batch_size=batch_size, carry_over=False,
                    config=jrnn.LoopConfig(epochs=epochs, seed=seed, log_every=every,
                                           progress=False, quiet=True))
-    curve = [2 * r["loss"] for r in res.history if "loss" in r]  # the head's loss is 0.5 * SE
+    curve = [2 * r["train_loss"] for r in res.history if "train_loss" in r]  # the head's loss is 0.5 * SE
     return model, res.state.params, curve
 
 
@@ -296,9 +296,12 @@ def main(argv=None) -> int:
                 params, curve = train_ar(kind, features[:N_TRAIN], labels[:N_TRAIN],
                                          cfg["ar_epochs"], cfg["batch_size"], args.lr, args.seed)
             predict = jax.jit(apply_ar)
-            out = ts.k_step_ahead(lambda f: predict(params, f), x, TAU, K)
-            free = ts.k_step_ahead(lambda f: predict(params, f), x[N_TRAIN:], TAU,
-                                   cfg["T"] - start)[0, TAU:]
+
+            def ar(f, params=params):
+                return predict(params, f)
+
+            out = ts.k_step_ahead(ar, x, TAU, K)
+            free = ts.k_step_ahead(ar, x[N_TRAIN:], TAU, cfg["T"] - start)[0, TAU:]
         res["models"][kind] = {
             "train_mse_curve": curve, "mse": mse_per_k(out, x, TAU, K, start),
             "free_run_mse": float(np.mean((free - x[start:]) ** 2)),
