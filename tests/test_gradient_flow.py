@@ -9,11 +9,10 @@
   singular values against ``numpy.linalg.svd``.
 """
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 import jrnn
 from jrnn import gradient_flow as gf

@@ -8,11 +8,10 @@
 - the time constant itself: with no input drive a unit decays as ``(1-1/tau)^t``.
 """
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 import jrnn
 from jrnn import grads as G

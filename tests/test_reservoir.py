@@ -10,10 +10,9 @@
   ``jrnn.unroll``'s.
 """
 
+import jax
 import numpy as np
 import pytest
-
-import jax
 
 import jrnn
 from jrnn import reservoir as R

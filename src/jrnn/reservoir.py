@@ -33,7 +33,7 @@ from .cells import Cell
 from .data.batches import Batch
 from .models import Model
 
-__all__ = ["spectral_radius", "with_spectral_radius", "reservoir", "ridge", "fit_readout"]
+__all__ = ["fit_readout", "reservoir", "ridge", "spectral_radius", "with_spectral_radius"]
 
 
 def spectral_radius(w) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 from .batches import Batch
 from .synthetic import _as_rng, _check_int
 
-__all__ = ["d2l_series", "lagged", "next_value_windows", "k_step_ahead"]
+__all__ = ["d2l_series", "k_step_ahead", "lagged", "next_value_windows"]
 
 
 def d2l_series(num_steps: int = 1000, noise: float = 0.2, rng=0):
