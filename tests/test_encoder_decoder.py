@@ -142,20 +142,18 @@ def test_trains_through_fit_and_loss_decreases():
     data = [s2s.stream(ed, *synthetic.reversal(16, 1, 3, 3, rng=i), num_steps=7) for i in range(2)]
     opt = jrnn.make_optimizer("adam", lr=0.03, clip=1.0)
     res = jrnn.fit(ed.model, opt, lambda epoch: iter(data), batch_size=16, carry_over=False,
-                   config=jrnn.LoopConfig(epochs=30, progress=False, quiet=True, log_every=20))
+                   config=jrnn.LoopConfig(epochs=15, progress=False, quiet=True, log_every=30))
     p0 = ed.model.init(jax.random.key(0))
     before = np.mean([_loss(ed, p0, b) for b in data])
     after = np.mean([_loss(ed, res.state.params, b) for b in data])
     assert after < 0.6 * before, (before, after)
 
 
-def test_estimators_rtrl_equals_full_and_online_ones_run(ed, params):
+def test_estimators_rtrl_equals_full_uoro_runs_snap1_exact_at_two_steps(ed, params):
     b = s2s.stream(ed, *_pairs())
     carry = ed.model.cell.initial_carry((2,))
     key = jax.random.key(0)
     lf, gf, _, _ = jrnn.grads.full().value_and_grad(ed.model, params, carry, b, key)
-    _, g, _, _ = jrnn.grads.parse("checkpointed:2").value_and_grad(ed.model, params, carry, b, key)
-    jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=2e-4, atol=1e-6), g, gf)
     rt = jrnn.grads.rtrl()
     lr, gr, _, _ = rt.value_and_grad(ed.model, params, rt.init_carry(ed.model, params, (2,)), b, key)
     assert float(lr) == pytest.approx(float(lf), rel=1e-5)
@@ -164,14 +162,15 @@ def test_estimators_rtrl_equals_full_and_online_ones_run(ed, params):
     lu, gu, _, _ = uo.value_and_grad(ed.model, params, uo.init_carry(ed.model, params, (2,)), b, key)
     assert float(lu) == pytest.approx(float(lf), rel=1e-5)
     assert all(np.isfinite(a).all() for a in jax.tree.leaves(gu))
-    # SnAp-1 is exact for T <= 2 from a fresh carry: source of 1 symbol, empty target
+    # SnAp-1 is exact (= RTRL = full BPTT) for T <= 2 from a fresh carry: 1 symbol, empty target
     short = s2s.stream(ed, np.array([[1]], np.int32), np.array([1], np.int32),
                        np.zeros((1, 1), np.int32), np.array([0], np.int32))
     assert short.inputs.shape == (2, 1)
     sn = jrnn.grads.snap1()
     _, gs, _, _ = sn.value_and_grad(ed.model, params, sn.init_carry(ed.model, params, (1,)), short, key)
-    _, gr1, _, _ = rt.value_and_grad(ed.model, params, rt.init_carry(ed.model, params, (1,)), short, key)
-    jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-6), gs, gr1)
+    _, g1, _, _ = jrnn.grads.full().value_and_grad(ed.model, params, ed.model.cell.initial_carry((1,)),
+                                                   short, key)
+    jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-6), gs, g1)
 
 
 def test_errors(ed, params):
