@@ -53,7 +53,7 @@ def accuracy_by_length(decoded, targets, lengths):
     """``{length: (exact, per_token)}``: exact-sequence and per-token accuracy, on the host."""
     sym, dl = np.asarray(decoded.symbols), np.asarray(decoded.lengths)
     out = {}
-    for L in sorted(set(int(x) for x in lengths)):
+    for L in sorted({int(x) for x in lengths}):
         cols = np.flatnonzero(lengths == L)
         hits = np.zeros((L, len(cols)), bool)
         n = min(L, sym.shape[0])

@@ -5,8 +5,8 @@ import json
 import os
 
 import numpy as np
-
 import seq2seq as exp  # this directory is on sys.path (pytest's rootdir-less import)
+
 from jrnn import seq2seq as s2s
 
 

@@ -36,7 +36,7 @@ from . import validation
 from .cells import Cell
 from .models import Model
 
-__all__ = ["output_recurrence", "output_model", "inputs", "schedule", "FEEDBACKS"]
+__all__ = ["FEEDBACKS", "inputs", "output_model", "output_recurrence", "schedule"]
 
 FEEDBACKS = ("value", "probs")
 

@@ -38,8 +38,18 @@ from .cells import Cell
 from .data.batches import Batch
 from .models import Model, _float_dtype
 
-__all__ = ["PAD", "BOS", "EOS", "EncoderDecoder", "encoder_decoder", "stream", "greedy",
-           "beam_search", "log_prob", "Decoded"]
+__all__ = [
+    "BOS",
+    "EOS",
+    "PAD",
+    "Decoded",
+    "EncoderDecoder",
+    "beam_search",
+    "encoder_decoder",
+    "greedy",
+    "log_prob",
+    "stream",
+]
 
 PAD, BOS, EOS = 0, 1, 2
 _SHIFT = 2  # symbol s (1..K) is id s + 2
