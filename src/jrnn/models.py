@@ -44,6 +44,10 @@ class Model(NamedTuple):
       labels: ``True``: targets are integer labels ``[T, B]`` in ``[0, O)``;
         ``False``: float targets ``[T, B, O]``; ``None``: not declared (only
         the leading ``[T, B]`` is checked).
+      regularise: ``None``, or ``(key, batch) -> (transform, model')``: what
+        the train step trains with (:mod:`jrnn.regularise`: masks sampled from
+        the key, a params transform whose gradient is mapped back, a model with
+        the masks inside); evaluation uses the model itself.
     """
 
     cell: Cell
@@ -53,6 +57,7 @@ class Model(NamedTuple):
     input_size: int
     tokens: bool
     labels: bool | None = None
+    regularise: Callable | None = None
 
 
 def _float_dtype(tree):

@@ -160,12 +160,16 @@ def train_step(model: Model, optimizer, estimator: GradientEstimator | None = No
       the check (``.lower(...)`` for ahead-of-time compilation).
     """
     estimator = estimator or full()
+    if model.regularise is not None:
+        from .regularise import check_estimator
+
+        check_estimator(model, estimator)
 
     def one(state: TrainState, batch: Batch, key):
         carry = state.carry
         if not carry_over:
             carry = estimator.init_carry(model, state.params, jnp.shape(batch.inputs)[1:2])
-        loss, grads, carry, _ = estimator.value_and_grad(model, state.params, carry, batch, key)
+        loss, grads, carry = _value_and_grad(model, estimator, state.params, carry, batch, key)
         gnorm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -196,6 +200,21 @@ def train_step(model: Model, optimizer, estimator: GradientEstimator | None = No
 
     step.jitted, step.lower, step._cache_size = jitted, jitted.lower, jitted._cache_size
     return step
+
+
+def _value_and_grad(model: Model, estimator, params, carry, batch, key):
+    """The estimator's loss and gradient; for a regularised model (:mod:`jrnn.regularise`)
+    at this step's masks, the gradient mapped back through the params transform."""
+    if model.regularise is None:
+        loss, grads, carry, _ = estimator.value_and_grad(model, params, carry, batch, key)
+        return loss, grads, carry
+    from .regularise import MASK_STREAM
+
+    transform, trained = model.regularise(jax.random.fold_in(key, MASK_STREAM), batch)
+    used, back = jax.vjp(transform, params)
+    loss, grads, carry, _ = estimator.value_and_grad(trained, used, carry, batch, key)
+    (grads,) = back(grads)
+    return loss, grads, carry
 
 
 def _data_parallel(fn, mesh, seeds):
