@@ -110,3 +110,23 @@ def test_every_other_estimator_trains_a_stack_with_all_masks_and_evaluation_has_
     params = model.init(jax.random.key(0))
     batches = lambda: [b]
     assert jrnn.held_out(rm, batches)(params) == jrnn.held_out(model, batches)(params)  # ...not evaluation
+
+
+def test_the_config_builds_the_dropout_it_records_and_refuses_dropout_without_a_stack():
+    import argparse
+
+    from jrnn import config as C
+
+    parser = argparse.ArgumentParser()
+    C.add_flags(parser)
+    cfg = C.from_flags(parser.parse_args(["--layers", "2", "--dropout", "0.25", "--weight-drop", "0.5",
+                                          "--recurrent-dropout", "0.1"]))
+    model = C.build_model(cfg.model, 11)
+    assert model.regularise.rates == R.Dropout(weight_drop=0.5, recurrent=0.1, between=0.25)
+    back = C.TrainConfig.from_json(cfg.to_json())
+    assert back.model.dropout_rates() == model.regularise.rates
+    assert C.build_model(C.ModelConfig(), 11).regularise is None  # no rates: the plain model
+    with pytest.raises(ValueError, match="dropout acts between stacked layers"):
+        C.ModelConfig(layers=1, dropout=0.2)
+    with pytest.raises(ValueError, match=r"weight_drop must be a number in \[0, 1\)"):
+        C.ModelConfig(weight_drop=1.5)

@@ -102,9 +102,29 @@ class ModelConfig:
     hidden: int = _f(256, "hidden units per layer H")
     layers: int = _f(1, "stacked layers")
     init: str = _f("uniform", "weight initialisation", ("uniform", "d2l", "orthogonal"))
+    dropout: float = _f(0.0, "dropout on each layer's output that feeds the next layer (torch's "
+                        "place; one mask per sequence, jrnn.regularise)")
+    output_dropout: float = _f(0.0, "dropout on the top layer's output, before the readout")
+    recurrent_dropout: float = _f(0.0, "variational dropout on h_{t-1} (Gal & Ghahramani 2016)")
+    weight_drop: float = _f(0.0, "DropConnect on the hidden-to-hidden matrices, one mask per batch "
+                            "(AWD-LSTM)")
+    embedding_dropout: float = _f(0.0, "drop whole input-token rows, one mask per batch")
 
     def __post_init__(self):
-        _check(self, positive=("hidden", "layers"))
+        _check(self, positive=("hidden", "layers"),
+               fraction=("dropout", "output_dropout", "recurrent_dropout", "weight_drop",
+                         "embedding_dropout"))
+        if self.dropout and self.layers == 1:
+            raise ValueError("dropout acts between stacked layers: with --layers 1 use "
+                             "--output-dropout (or more layers)")
+
+    def dropout_rates(self):
+        """The :class:`jrnn.regularise.Dropout` of these fields."""
+        from .regularise import Dropout
+
+        return Dropout(weight_drop=self.weight_drop, embedding=self.embedding_dropout,
+                       recurrent=self.recurrent_dropout, between=self.dropout,
+                       output=self.output_dropout)
 
 
 @dataclass(frozen=True)
@@ -308,12 +328,15 @@ def loop_of(config: TrainConfig, **changes) -> LoopConfig:
 
 
 def build_model(model: ModelConfig, vocab_size: int):
-    """The char/word LM of a config: ``layers`` stacked cells and a dense readout."""
+    """The char/word LM of a config: ``layers`` stacked cells and a dense readout, with
+    the config's dropout (:func:`jrnn.regularise.dropout`; evaluation runs without)."""
     from . import cells, models
+
+    from .regularise import dropout
 
     stack = cells.stack([cells.by_name(model.cell, model.hidden, init=model.init)
                          for _ in range(model.layers)])
-    return models.language_model(stack, vocab_size)
+    return dropout(models.language_model(stack, vocab_size), model.dropout_rates())
 
 
 def build_optimizer(optim: OptimConfig):

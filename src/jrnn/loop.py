@@ -203,6 +203,7 @@ class _Loop:
                 "estimator": self.estimator.name, "seed": int(self.cfg.seed),
                 "seeds": int(self.cfg.seeds), "lrs": None if self.cfg.lrs is None else list(self.cfg.lrs),
                 "batch_size": int(self.batch_size),
+                "dropout": list(getattr(m.regularise, "rates", ())) or None,
                 "carry_over": bool(self.carry_over)}
 
     # -- each step
