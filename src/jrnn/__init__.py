@@ -5,9 +5,10 @@ come from autodiff or a named gradient estimator; one jit-compiled Optax train
 step serves the CLI, the experiments and the benchmarks.
 """
 
-from jrnn import cells, compare, data, grads, validation
+from jrnn import (cells, compare, data, gradient_flow, grads, parallel, regularise, reservoir,
+                  validation)
 from jrnn.cells import (CELLS, Cell, FastRecurrence, LSTMState, by_name, check_token_ids, elman, gru,
-                        lstm, stack)
+                        leaky, lstm, stack)
 from jrnn.config import LoopConfig, TrainConfig
 from jrnn.data.batches import Batch
 from jrnn.generate import predict
@@ -15,7 +16,7 @@ from jrnn.grads import GradientEstimator, OnlineCarry
 from jrnn.host_memory import reuse_host_memory
 from jrnn.interop import from_torch, to_torch
 from jrnn.loop import FitResult, fit
-from jrnn.metrics import MetricsWindow, NonFiniteError, accuracy, bits_per_char, perplexity
+from jrnn.metrics import MetricsWindow, NonFiniteError, accuracy, bits_per_char, mean_ci, perplexity
 from jrnn.models import Model, classifier, language_model, regressor, sequence_loss
 from jrnn.run import RunDir, load_run
 from jrnn.scan import bidirectional, unroll
@@ -28,8 +29,9 @@ __all__ = [
     "Batch", "CELLS", "Cell", "FastRecurrence", "FitResult", "GradientEstimator", "LSTMState", "LoopConfig", "MetricsWindow",
     "Model", "NonFiniteError", "OPTIMIZERS", "OnlineCarry", "RunDir", "TrainConfig", "TrainState",
     "accuracy", "bidirectional", "bits_per_char", "by_name", "cells", "check_token_ids", "classifier",
-    "compare", "data", "elman", "evaluate", "fit", "from_torch", "grads", "gru", "held_out",
-    "init_state", "init_states", "language_model", "load_run", "lstm", "make_optimizer",
-    "perplexity", "predict", "regressor", "reuse_host_memory", "sequence_loss", "set_hyperparam", "stack",
-    "to_torch", "train_step", "unroll", "validation",
+    "compare", "data", "elman", "evaluate", "fit", "from_torch", "gradient_flow", "grads", "gru",
+    "held_out", "init_state", "init_states", "language_model", "leaky", "load_run", "lstm",
+    "make_optimizer", "mean_ci", "parallel", "perplexity", "predict", "regressor", "regularise",
+    "reservoir", "reuse_host_memory", "sequence_loss", "set_hyperparam", "stack", "to_torch",
+    "train_step", "unroll", "validation",
 ]
