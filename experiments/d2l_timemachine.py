@@ -51,9 +51,20 @@ def cpu_name() -> str:
         return platform.processor() or "unknown"
 
 
-def run_one(name, cell_fn, lr, sampling, train, val, vocab, epochs, seed):
+def load_data(max_tokens=10_000):
+    """``(train, val, vocab)``: the book's first ``max_tokens`` characters, the last 10% held out."""
+    corpus, vocab = data.load_corpus(data.time_machine(), max_tokens=max_tokens)
+    train, val = data.split(corpus, 0.1)
+    return train, val, vocab
+
+
+def run_one(name, cell_fn, lr, sampling, train, val, vocab, epochs, seed, regularise=None):
+    """Train one model with d2l's setting through ``jrnn.fit``; ``regularise`` (``model ->
+    model``, e.g. ``lambda m: jrnn.regularise.dropout(m, weight_drop=0.5)``) wraps it."""
     B, T = 32, 35
     model = jrnn.language_model(cell_fn(), len(vocab))
+    if regularise is not None:
+        model = regularise(model)
     opt = jrnn.make_optimizer("sgd", lr, 1.0)
     steps = data.num_batches(len(train), B, T, sampling)
     # validation: the held-out tail read as one sequence (too short for 32 x 35 batches)
@@ -87,8 +98,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     jrnn.reuse_host_memory()  # before any JAX computation
 
-    corpus, vocab = data.load_corpus(data.time_machine(), max_tokens=10_000)
-    train, val = data.split(corpus, 0.1)
+    train, val, vocab = load_data()
     runs = [r for r in RUNS if not args.only or r[0] in args.only.split(",")]
     env = {"cpu": cpu_name(), "device": str(jax.devices()[0]), "jax": jax.__version__,
            "date": time.strftime("%Y-%m-%d"), "epochs": args.epochs,

@@ -1,0 +1,58 @@
+"""Smoke test of ``experiments/regularisation.py`` (for ``.ci/run``): a ``--quick`` run, its files,
+and that its numbers are the ones its own curves and ``d2l_timemachine.run_one`` give."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import regularisation as reg  # this directory is on sys.path (pytest's rootdir-less import)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def time_machine(monkeypatch):
+    if "JRNN_DATA_DIR" not in os.environ:
+        if not (SHARED / "timemachine.txt").exists():
+            pytest.skip("The Time Machine is not available offline")
+        monkeypatch.setenv("JRNN_DATA_DIR", str(SHARED))
+
+
+def test_summarise_against_hand_values():
+    s = reg.summarise({"val_ppl": [9.0, 4.0, 5.0, 6.0]})
+    assert s == {"best_val_ppl": 4.0, "best_epoch": 2, "val_ppl": 6.0, "final_over_best": 1.5}
+
+
+def test_quick_run(tmp_path):
+    out = tmp_path / "reg"
+    assert reg.main(["--quick", "--epochs", "2", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    runs = res["runs"]
+    assert list(runs) == ["gru", "gru-wd0.5-out0.3"]
+    assert runs["gru"]["dropout"] == {} and runs["gru-wd0.5-out0.3"]["dropout"] == {
+        "weight_drop": 0.5, "output": 0.3}
+    for r in runs.values():
+        v = np.asarray(r["curve"]["val_ppl"])
+        assert len(v) == 2 and np.all(np.isfinite(v)) and np.all(v < 28.5)  # vocab 28: uniform is 28
+        assert r["best_val_ppl"] == pytest.approx(v.min()) and r["val_ppl"] == pytest.approx(v[-1])
+        assert r["best_epoch"] == int(np.argmin(v)) + 1
+    # dropout changes training (its masks act in the step) ...
+    assert runs["gru"]["curve"]["train_ppl"] != runs["gru-wd0.5-out0.3"]["curve"]["train_ppl"]
+    md = (out / "results.md").read_text()
+    assert "| gru-wd0.5-out0.3 | gru-32 | weight_drop 0.5, output 0.3 |" in md
+    assert (out / "validation.png").stat().st_size > 0
+
+    # --only reruns one piece and keeps the other's entry; the unregularised rerun is identical
+    assert reg.main(["--quick", "--epochs", "2", "--only", "gru", "--out", str(out)]) == 0
+    again = json.loads((out / "results.json").read_text())["runs"]
+    assert list(again) == ["gru", "gru-wd0.5-out0.3"]
+    assert again["gru"]["curve"]["val_ppl"] == runs["gru"]["curve"]["val_ppl"]
+    assert again["gru-wd0.5-out0.3"] == runs["gru-wd0.5-out0.3"]
+
+
+def test_unknown_run_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="unknown runs"):
+        reg.main(["--quick", "--only", "nope", "--out", str(tmp_path)])
