@@ -25,14 +25,16 @@ from every stored run of the same setting.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import pathlib
 import time
 
+import d2l_timemachine as d2l  # this directory is on sys.path (script or pytest rootdir-less import)
 import jax
 import numpy as np
 
-import d2l_timemachine as d2l  # this directory is on sys.path (script or pytest rootdir-less import)
 import jrnn
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "regularisation")
@@ -73,13 +75,13 @@ def summarise(curve) -> dict:
 
 
 def table(runs: dict, env: dict) -> str:
-    lines = [f"Measured {env['date']} on {env['cpu']} ({env['device']}), jax {env['jax']}; {env['data']}; "
-             f"batch 32, 35 steps, SGD, clip 1, sequential batches with the state carried, "
-             f"{env['epochs']} epochs, validation at every epoch end. Goals: final / best <= 1.20 "
-             f"and best < 8.71 (today's GRU).", "",
-             "| run | model | dropout | lr | best val ppl (epoch) | final val ppl | final / best "
-             "| train ppl (dropout on) | s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    head = (f"Measured {env['date']} on {env['cpu']} ({env['device']}), jax {env['jax']}; {env['data']}; "
+            f"batch 32, 35 steps, SGD, clip 1, sequential batches with the state carried, "
+            f"{env['epochs']} epochs, validation at every epoch end. Goals: final / best <= 1.20 "
+            f"and best < 8.71 (today's GRU).")
+    columns = ("| run | model | dropout | lr | best val ppl (epoch) | final val ppl | final / best "
+               "| train ppl (dropout on) | s |")
+    lines = [head, "", columns, "|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         rates = ", ".join(f"{k} {v:g}" for k, v in r["dropout"].items()) or "none"
         lines.append(f"| {name} | {r['model']}-{r['hidden']} | {rates} | {r['lr']:g} | "
@@ -135,8 +137,8 @@ def main(argv=None) -> int:
            "data": f"first {n_chars:,} chars of The Time Machine, vocab {len(vocab)}; "
                    f"train {len(train)} / validation {len(val)} (last 10%)"}
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "results.json")
-    stored = json.load(open(path)) if os.path.exists(path) else {}
+    path = pathlib.Path(args.out) / "results.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
     same = {k: stored["env"].get(k) for k in ("epochs", "quick", "data")} == \
         {k: env[k] for k in ("epochs", "quick", "data")} if stored else False
     runs = dict(stored["runs"]) if same else {}  # only runs of the same setting share a table
@@ -149,7 +151,7 @@ def main(argv=None) -> int:
         lr = model_lr if lr is None else lr
         reg = (lambda m, rates=rates: jrnn.regularise.dropout(m, **rates)) if rates else None
         print(f"== {name}: {model}-{hidden}, lr {lr:g}, dropout {rates or 'none'}", flush=True)
-        r = d2l.run_one(name, lambda: cell_fn(hidden), lr, "sequential", train, val, vocab, epochs,
+        r = d2l.run_one(name, functools.partial(cell_fn, hidden), lr, "sequential", train, val, vocab, epochs,
                         args.seed, regularise=reg)
         r.update(summarise(r["curve"]), model=model, hidden=hidden, lr=lr, dropout=rates)
         runs[name] = r
@@ -159,10 +161,10 @@ def main(argv=None) -> int:
         # written after every run: a long sweep keeps what it has measured
         order = [n for n, *_ in all_runs if n in runs]
         runs = {n: runs[n] for n in order}
-        json.dump({"env": env, "runs": runs}, open(path, "w"), indent=1)
+        path.write_text(json.dumps({"env": env, "runs": runs}, indent=1))
 
     md = table(runs, env)
-    open(os.path.join(args.out, "results.md"), "w").write(md + "\n")
+    (pathlib.Path(args.out) / "results.md").write_text(md + "\n")
     plot(runs, os.path.join(args.out, "validation.png"))
     print("\n" + md)
     return 0

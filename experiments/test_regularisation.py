@@ -1,5 +1,5 @@
 """Smoke test of ``experiments/regularisation.py`` (for ``.ci/run``): a ``--quick`` run, its files,
-and that its numbers are the ones its own curves and ``d2l_timemachine.run_one`` give."""
+its summary against its own curves, and ``--only`` reruns (identical without dropout)."""
 
 import json
 import os
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import regularisation as reg  # this directory is on sys.path (pytest's rootdir-less import)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
