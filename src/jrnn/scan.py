@@ -189,11 +189,11 @@ def _validate(cell: Cell, params, xs, carry, *, lengths=None, reverse=False, unr
         step_mask=None if step_mask is None else validation.check_steps(
             "step_mask", step_mask, T, batch_shape),
         resets=None if resets is None else validation.check_steps("resets", resets, T, batch_shape),
-        reset_carry=_check_reset_carry(cell, reset_carry, resets, carry, batch_shape))
+        reset_carry=_check_reset_carry(cell, reset_carry, resets, batch_shape))
     return xs, carry, opts
 
 
-def _check_reset_carry(cell: Cell, reset_carry, resets, carry, batch_shape):
+def _check_reset_carry(cell: Cell, reset_carry, resets, batch_shape):
     """``reset_carry`` checked against the cell's carry (batch shape ``B...`` or ``()``)."""
     if reset_carry is None:
         return None
@@ -203,10 +203,9 @@ def _check_reset_carry(cell: Cell, reset_carry, resets, carry, batch_shape):
     if n and (not isinstance(reset_carry, tuple) or len(reset_carry) != n):
         raise ValueError(f"a stack of {n} layers needs a tuple of {n} reset carries, got "
                          f"{type(reset_carry).__name__}")
-    lead = {tuple(np.shape(a))[:len(np.shape(a)) - np.ndim(b)] for a, b in
-            zip(jax.tree.leaves(reset_carry), jax.tree.leaves(cell.initial_carry(())))}
-    shape = () if lead == {()} else tuple(batch_shape)
-    validation.check_carry(cell, reset_carry, shape, "reset_carry")
+    unbatched = jax.tree.leaves(validation._carry_spec(cell, ()))
+    flat = all(np.ndim(a) == len(u.shape) for a, u in zip(jax.tree.leaves(reset_carry), unbatched))
+    validation.check_carry(cell, reset_carry, () if flat else tuple(batch_shape), "reset_carry")
     return reset_carry
 
 

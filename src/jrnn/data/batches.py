@@ -5,6 +5,9 @@ Deterministic versions of d2l 0.17's ``seq_data_iter_random`` and
 yield the time-major :class:`Batch` the train step takes (``inputs`` and
 ``targets`` ``[T, B]``, C-contiguous), converted once here so that no caller
 transposes again. ``targets`` is ``inputs`` shifted by one token.
+
+:func:`pack` lays whole episodes (documents) end to end into a batch with
+``resets`` (each episode's first step) and a loss ``mask`` (zero on padding).
 """
 
 from __future__ import annotations

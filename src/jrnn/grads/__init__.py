@@ -35,6 +35,14 @@ flattened carry ``s_t``) exactly (RTRL) or approximately (UORO, SnAp-1), and
 accumulate ``g += dl_t/d theta|_immediate + dl_t/d s_{t-1} M_{t-1}``. Their
 ``mask`` only weights the loss (as for BPTT); they do not take ``lengths``.
 
+Resets (``Batch.resets`` ``[T, B]`` bool, episodes packed into one stream, e.g.
+by :func:`jrnn.data.batches.pack`): every estimator but PES honours them --
+the BPTT family through ``unroll``'s ``resets`` (the gradient is cut at each
+episode start, on the fast path), RTRL/UORO/SnAp-1 by restarting the state and
+zeroing the influence, ES by unrolling every particle with them. On a packed
+stream each estimator computes what it computes on the episodes run alone
+(``tests/test_resets.py``). PES refuses them with a ``ValueError``.
+
 Across minibatches (``train_step(carry_over=True)``) the two families differ:
 
 - BPTT estimators cut the gradient at every batch boundary: the incoming carry

@@ -100,15 +100,14 @@ def _online(name: str, init_influence: Callable, update: Callable, check: Callab
         w = loss_weights(batch)  # [T, B], sums to one
         s = _flat_carry(carry.state, B)
         keys = jax.random.split(key, (T, B)) if stochastic else jnp.zeros((T, B))
-        # without resets a constant False (folded away by XLA)
-        resets = jnp.zeros((T, B), bool) if batch.resets is None else jnp.asarray(batch.resets)
+        resets = None if batch.resets is None else jnp.asarray(batch.resets)  # [T, B] bool
         s0 = ravel_pytree(model.cell.initial_carry(()))[0].astype(s.dtype)
         vg = jax.value_and_grad(loss_t, argnums=(0, 1, 2), has_aux=True)
 
         def per_example(s, infl, x, y, wt, k, r):
-            # an episode starts: fresh state, zero influence (nothing depends on theta yet)
-            s = jnp.where(r, s0, s)
-            infl = jax.tree.map(lambda a: jnp.where(r, jnp.zeros_like(a), a), infl)
+            if r is not None:  # an episode starts: fresh state, zero influence (nothing
+                s = jnp.where(r, s0, s)  # depends on theta yet)
+                infl = jax.tree.map(lambda a: jnp.where(r, jnp.zeros_like(a), a), infl)
             (l, s_new), (gth, gs, gh) = vg(theta, s, params["head"], x, y, wt)
             infl, g_hist = update(f, theta, s, x, infl, gs, k)
             return s_new, infl, gth + g_hist, gh, l
