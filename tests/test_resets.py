@@ -174,6 +174,14 @@ def test_packed_unroll_equals_each_episode_alone(name, fast, reverse):
     assert (max(float(jnp.abs(a).max()) for a in jax.tree.leaves(g_c)) > 0) == reverse
 
 
+def test_resets_and_step_masks_keep_the_fast_path():
+    """The packed stream runs through the fast recurrence's custom JVP (every layer of a stack)."""
+    cell, _, params, xs = setup("stack")
+    jaxpr = str(jax.make_jaxpr(lambda p: jrnn.unroll(cell, p, xs, resets=RESETS,
+                                                      step_mask=~RESETS)[0])(params))
+    assert jaxpr.count("jvp=_fast_recurrence_jvp") == 2
+
+
 @pytest.mark.parametrize("name, fast", [("lstm", True), ("gru", False), ("stack", True)])
 def test_reset_carry_gets_the_gradient_of_every_episode_it_starts(name, fast):
     """A learned initial carry: values from it at each reset, its gradient summed over episodes;
