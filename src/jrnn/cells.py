@@ -41,6 +41,9 @@ torch's order (LSTM ``i, f, g, o``; GRU ``r, z, n``), so
 Names: :data:`CELLS` maps ``"rnn"`` (tanh Elman), ``"rnn-relu"``, ``"lstm"`` and
 ``"gru"`` to their constructors, :func:`by_name` builds one, and each built
 cell's ``name`` is its registry name (a stack's is derived from its layers).
+``lstm(H, layer_norm=True)`` and ``gru(H, layer_norm=True)`` (Ba et al. 2016;
+also ``by_name("lstm", H, layer_norm=True)``) are named ``"ln-lstm"`` and
+``"ln-gru"``; they are not separate registry entries.
 """
 
 from __future__ import annotations
@@ -229,6 +232,26 @@ def _zeros(hidden_size, dtype):
     return initial_carry
 
 
+LN_EPS = 1e-5  # inside the square root, as torch.nn.LayerNorm
+
+
+def _layer_norm(a: jax.Array, gain: jax.Array) -> jax.Array:
+    """``gain * (a - mean) / sqrt(var + LN_EPS)``, the statistics over the last axis of ``a``.
+
+    ``a`` ``[..., N]``, ``gain`` ``[N]``: one mean and (biased) variance per
+    example and time step (Ba, Kiros & Hinton 2016, eq. 4); the shift is left to
+    the caller, whose bias is added right after.
+    """
+    mu = jnp.mean(a, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(a - mu), axis=-1, keepdims=True)
+    return gain * ((a - mu) * jax.lax.rsqrt(var + LN_EPS))
+
+
+def _ln_project(params: Params, xs: jax.Array, bname: str) -> jax.Array:
+    """``LN(xs @ W_x; g_x) + b`` for all positions at once (ids: ``LN(W_x[ids]; g_x) + b``)."""
+    return _layer_norm(_project(params, xs, "W_x", None), params["g_x"]) + params[bname]
+
+
 # ----------------------------------------------------------------------------
 # cells
 
@@ -296,7 +319,7 @@ def elman(hidden_size: int, activation: str = "tanh", init: str = "uniform",
 
 
 def lstm(hidden_size: int, init: str = "uniform", forget_bias: float = 0.0,
-         dtype=jnp.float32) -> Cell:
+         dtype=jnp.float32, layer_norm: bool = False) -> Cell:
     r"""LSTM cell (Hochreiter & Schmidhuber 1997; d2l 9.2), torch's gate order.
 
     .. math::
@@ -310,11 +333,37 @@ def lstm(hidden_size: int, init: str = "uniform", forget_bias: float = 0.0,
     :class:`LSTMState` ``(h, c)``; output ``h_t``. Supplies a fast recurrence and
     ``unit_blocks=2`` (``h`` and ``c`` per unit).
 
+    With ``layer_norm=True`` it is the layer-normalised LSTM of Ba, Kiros &
+    Hinton 2016 ("Layer normalization", arXiv:1607.06450, the LN-LSTM
+    equations of section 3.1 / the supplementary), named ``"ln-lstm"``:
+
+    .. math::
+        [i, f, g, o] &= \mathrm{LN}(X_t W_x; g_x) + \mathrm{LN}(H_{t-1} W_h; g_h) + b \\
+        C_t &= \sigma(f) \odot C_{t-1} + \sigma(i) \odot \tanh(g) \\
+        H_t &= \sigma(o) \odot \tanh(\mathrm{LN}(C_t; g_c) + b_c)
+
+    with :math:`\mathrm{LN}(a; g) = g \odot (a - \mu(a)) / \sqrt{\sigma^2(a) + 10^{-5}}`,
+    the mean and (biased) variance taken per example and time step over the
+    whole fused ``4H`` pre-activation (as the paper writes it; not per gate)
+    for the two projections, and over the ``H`` units for the memory. Three
+    normalisations, each with its own gain (``g_x``, ``g_h`` ``[4H]``,
+    ``g_c`` ``[H]``, init 1); the paper's shifts of the two projections and
+    its gate bias are summed, so they are one param ``b`` ``[4H]`` (it holds
+    ``forget_bias``), and ``b_c`` ``[H]`` (init 0) shifts the normalised
+    memory. The carry keeps the un-normalised ``C_t``. ``LN(X_t W_x)`` is done
+    in ``project`` (per position, for all steps at once), the rest in the
+    step. The step is no longer ``xp + h @ W_h``-additive and LN couples the
+    units of a layer, so this cell has no fast recurrence (``fast=None``:
+    plain scan) and no ``unit_blocks`` (SnAp-1 refuses it; RTRL, UORO and
+    the BPTT family work). ``W_h`` keeps its name, so
+    :func:`jrnn.regularise.dropout`'s ``weight_drop`` finds it.
+
     Args:
       hidden_size: ``H``.
-      init: see :func:`elman`.
+      init: see :func:`elman` (the gains start at 1 whatever ``init``).
       forget_bias: added to the forget-gate bias at init (1.0 is a common choice).
       dtype: parameter and carry dtype.
+      layer_norm: build the layer-normalised cell above.
     """
     H = validation.check_int("hidden_size", hidden_size)
     _check_init(init)
@@ -370,12 +419,29 @@ def lstm(hidden_size: int, init: str = "uniform", forget_bias: float = 0.0,
         dh = kh * dc + do
         return LSTMState(h=dh, c=dc), dh
 
+    if layer_norm:
+        def ln_init(key, input_size):
+            return {**init_fn(key, input_size), "g_x": jnp.ones((4 * H,), dtype),
+                    "g_h": jnp.ones((4 * H,), dtype), "g_c": jnp.ones((H,), dtype),
+                    "b_c": jnp.zeros((H,), dtype)}
+
+        def ln_step(params, carry, xp):
+            i, f, g, o = jnp.split(activations(xp + _layer_norm(carry.h @ params["W_h"],
+                                                                params["g_h"])), 4, axis=-1)
+            c = f * carry.c + i * g
+            h = o * jnp.tanh(_layer_norm(c, params["g_c"]) + params["b_c"])
+            return LSTMState(h=h, c=c), h
+
+        return Cell(ln_init, initial_carry, lambda params, xs: _ln_project(params, xs, "b"),
+                    ln_step, H, "ln-lstm")
+
     fast = FastRecurrence("W_h", lambda carry: carry.h, forward, coefficients, tangent,
                           additive=True)
     return Cell(init_fn, initial_carry, project, step, H, "lstm", fast=fast, unit_blocks=2)
 
 
-def gru(hidden_size: int, init: str = "uniform", dtype=jnp.float32) -> Cell:
+def gru(hidden_size: int, init: str = "uniform", dtype=jnp.float32,
+        layer_norm: bool = False) -> Cell:
     r"""GRU cell (Cho et al. 2014), the "reset after" variant of cuDNN/torch/flax.
 
     .. math::
@@ -390,10 +456,32 @@ def gru(hidden_size: int, init: str = "uniform", dtype=jnp.float32) -> Cell:
     torch: ``b_x = bias_ih + [bias_hh_r, bias_hh_z, 0]``, ``b_hn = bias_hh_n``.
     Supplies a fast recurrence and ``unit_blocks=1``.
 
+    With ``layer_norm=True`` it is a layer-normalised GRU after Ba, Kiros &
+    Hinton 2016 ("Layer normalization", arXiv:1607.06450, section 3.1: LN of
+    the input and of the recurrent projection, separately), named
+    ``"ln-gru"``:
+
+    .. math::
+        a^x_t &= \mathrm{LN}(X_t W_x; g_x) + b_x, \quad
+        a^h_t = \mathrm{LN}(H_{t-1} W_h; g_h) \\
+        [r, z]_t &= \sigma(a^x_{rz} + a^h_{rz}) \\
+        n_t &= \tanh(a^x_n + r_t \odot (a^h_n + b_{hn})) \\
+        H_t &= (1 - z_t) \odot n_t + z_t \odot H_{t-1}
+
+    ``LN`` as in :func:`lstm` (mean and variance over the whole fused ``3H``
+    vector, per example and time step; gains ``g_x``, ``g_h`` ``[3H]`` init
+    1). Two normalisations; the state itself is not normalised (it is the
+    output and is carried through ``z``). The shifts are the plain cell's
+    biases: ``b_x`` (it also stands for the recurrent shift of ``r, z``,
+    which adds to it) and ``b_hn`` (inside ``r * (...)``, so not
+    redundant). Like the LN-LSTM: ``fast=None``, ``unit_blocks=None``, the
+    recurrent matrix named ``W_h``.
+
     Args:
       hidden_size: ``H``.
-      init: see :func:`elman`.
+      init: see :func:`elman` (the gains start at 1 whatever ``init``).
       dtype: parameter and carry dtype.
+      layer_norm: build the layer-normalised cell above.
     """
     H = validation.check_int("hidden_size", hidden_size)
     _check_init(init)
@@ -435,6 +523,17 @@ def gru(hidden_size: int, init: str = "uniform", dtype=jnp.float32) -> Cell:
 
     def extra_dzh(dparams):  # b_hn is added to hn: its tangent joins d(hn)
         return jnp.concatenate([jnp.zeros((2 * H,), dparams["b_hn"].dtype), dparams["b_hn"]])
+
+    if layer_norm:
+        def ln_init(key, input_size):
+            return {**init_fn(key, input_size), "g_x": jnp.ones((3 * H,), dtype),
+                    "g_h": jnp.ones((3 * H,), dtype)}
+
+        def ln_step(params, h, xp):  # the plain step, on the normalised recurrent product
+            return forward(params, h, xp, _layer_norm(h @ params["W_h"], params["g_h"]))[:2]
+
+        return Cell(ln_init, _zeros(H, dtype), lambda params, xs: _ln_project(params, xs, "b_x"),
+                    ln_step, H, "ln-gru")
 
     fast = FastRecurrence("W_h", lambda h: h, forward, coefficients, tangent, extra_dzh)
     return Cell(init_fn, _zeros(H, dtype), project, step, H, "gru", fast=fast, unit_blocks=1)
@@ -592,13 +691,19 @@ def by_name(name: str, hidden_size: int, **kwargs) -> Cell:
         ``"lstm"``, ``"gru"``.
       hidden_size: ``H``.
       **kwargs: passed to the constructor (``init``, ``dtype``, ``forget_bias``
-        for ``"lstm"``).
+        for ``"lstm"``, ``layer_norm`` for ``"lstm"`` and ``"gru"``).
 
     Returns:
-      The cell; its ``name`` is ``name``.
+      The cell; its ``name`` is ``name`` (``"ln-lstm"`` / ``"ln-gru"`` with
+      ``layer_norm=True``: those are not registry names, they name the
+      different params in fingerprints and logs).
     """
     if name not in CELLS:
         raise ValueError(f"unknown cell {name!r}; choose from {', '.join(CELLS)}")
+    if kwargs.pop("layer_norm", False):  # False is every cell's default, so it is dropped
+        if name not in ("lstm", "gru"):
+            raise ValueError(f"layer_norm is implemented for the lstm and gru cells, not {name!r}")
+        kwargs["layer_norm"] = True
     return CELLS[name](hidden_size, **kwargs)
 
 

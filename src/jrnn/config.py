@@ -109,6 +109,7 @@ class ModelConfig:
     weight_drop: float = _f(0.0, "DropConnect on the hidden-to-hidden matrices, one mask per batch "
                             "(AWD-LSTM)")
     embedding_dropout: float = _f(0.0, "drop whole input-token rows, one mask per batch")
+    layer_norm: bool = _f(False, "layer-normalised lstm/gru cells (Ba et al. 2016; no fast path)")
 
     def __post_init__(self):
         _check(self, positive=("hidden", "layers"),
@@ -334,7 +335,7 @@ def build_model(model: ModelConfig, vocab_size: int):
 
     from .regularise import dropout
 
-    stack = cells.stack([cells.by_name(model.cell, model.hidden, init=model.init)
+    stack = cells.stack([cells.by_name(model.cell, model.hidden, init=model.init, layer_norm=model.layer_norm)
                          for _ in range(model.layers)])
     return dropout(models.language_model(stack, vocab_size), model.dropout_rates())
 
