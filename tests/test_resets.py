@@ -43,7 +43,7 @@ CELLS = {
     "gru": lambda: jrnn.gru(H, dtype=F64),
     "stack": lambda: jrnn.stack([jrnn.lstm(H, dtype=F64), jrnn.gru(H + 1, dtype=F64)]),
 }
-TOL = dict(rtol=1e-9, atol=1e-11)
+TOL = {"rtol": 1e-9, "atol": 1e-11}
 
 
 @pytest.fixture(autouse=True)
@@ -117,7 +117,7 @@ def pieces(cell, params, xs, resets, carry=None, reset_carry=None, reverse=False
     rc = cell.initial_carry(()) if reset_carry is None else reset_carry
     carry = cell.initial_carry((B_,)) if carry is None else carry
     sp, lengths, t_idx, b_idx, back = piece_index(resets)
-    starts = [jax.tree.map(lambda x: x[b], carry)
+    starts = [jax.tree.map(lambda x, b=b: x[b], carry)
               if not ((z < T_) if reverse else bool(resets[a, b])) else rc for b, a, z in sp]
     c0 = jax.tree.map(lambda *a: jnp.stack(a), *starts)
     hp, cp = jrnn.unroll(cell, params, xs[t_idx, b_idx[None]], c0, lengths=lengths,
@@ -161,7 +161,7 @@ def test_packed_unroll_equals_each_episode_alone(name, fast, reverse):
     """Outputs, final carry and gradients (params, incoming carry) of a packed stream equal
     those of its episodes run alone. Forward, the incoming carry is reset at ``t = 0`` in every
     row (no gradient reaches it); reversed, it enters the last episode (read first)."""
-    cell, apply, params, xs = setup(name)
+    cell, _, params, xs = setup(name)
     carry = rand_tree(jax.eval_shape(lambda: cell.initial_carry((B,))), 5)
     run = lambda p, c: jrnn.unroll(cell, p, xs, c, resets=RESETS, reverse=reverse, fast_path=fast)
     ref = lambda p, c: pieces(cell, p, xs, RESETS, c, reverse=reverse)
@@ -186,7 +186,7 @@ def test_resets_and_step_masks_keep_the_fast_path():
 def test_reset_carry_gets_the_gradient_of_every_episode_it_starts(name, fast):
     """A learned initial carry: values from it at each reset, its gradient summed over episodes;
     with ``resets[0]`` off, the first episode starts from the incoming carry instead."""
-    cell, apply, params, xs = setup(name)
+    cell, _, params, xs = setup(name)
     rc = rand_tree(jax.eval_shape(lambda: cell.initial_carry(())), 3, 0.5)  # unbatched: broadcast
     carry = rand_tree(jax.eval_shape(lambda: cell.initial_carry((B,))), 4, 0.5)
     resets = RESETS.copy()
@@ -230,7 +230,7 @@ def test_bidirectional_with_resets_and_lengths_equals_each_episode_alone(fast):
 
 @pytest.mark.parametrize("every", [2, 3])
 def test_rematerialised_unroll_with_resets_equals_each_episode_alone(every):
-    cell, apply, params, xs = setup("lstm")
+    cell, _, params, xs = setup("lstm")
     w = weights_like(jnp.zeros((T, B, H)), 3)
     run = lambda p: jrnn.unroll(cell, p, xs, resets=RESETS, remat_every=every)[0]
     ref = lambda p: pieces(cell, p, xs, RESETS)[0]
@@ -243,7 +243,7 @@ def test_rematerialised_unroll_with_resets_equals_each_episode_alone(every):
 @pytest.mark.parametrize("name, fast", [("rnn", False), ("lstm", True), ("gru", True),
                                         ("stack", False)])
 def test_step_mask_equals_deleting_the_masked_steps(name, fast):
-    cell, apply, params, xs = setup(name)
+    cell, _, params, xs = setup(name)
     mask = np.ones((T, B), bool)
     mask[[1, 4], 0] = False  # interior steps
     mask[[0, 5, 6], 1] = False  # first and last steps
@@ -396,7 +396,7 @@ def test_estimator_on_a_packed_stream_equals_the_episodes_alone(est_name, name, 
         lambda p: ref(model, p, batch) if ref is not None
         else online_reference(est, model, p, batch))(params)
     # tbptt normalises its tail's float32 loss weights (models.loss_weights) in float32
-    tol = dict(rtol=1e-5, atol=1e-9) if est_name == "tbptt" else TOL
+    tol = {"rtol": 1e-5, "atol": 1e-9} if est_name == "tbptt" else TOL
     np.testing.assert_allclose(float(loss), float(ref_loss), **tol)
     assert_close(grads, ref_grads, **tol)
 
@@ -508,6 +508,6 @@ def test_pack_lays_out_episodes_and_train_step_takes_them():
     w = batch.mask / batch.mask.sum()
     full_batch = Batch(*(jnp.asarray(a) for a in (batch.inputs, batch.targets, w, batch.resets)))
     ref_loss, ref_g = jax.jit(lambda p: bptt_reference(model, p, full_batch))(params)
-    tol = dict(rtol=1e-6, atol=1e-9)  # weights 1/11 rounded to float32 (models.loss_weights)
+    tol = {"rtol": 1e-6, "atol": 1e-9}  # weights 1/11 rounded to float32 (models.loss_weights)
     np.testing.assert_allclose(float(metrics["loss"]), float(ref_loss), **tol)
     assert_close(new.params, jax.tree.map(lambda p, g: p - 0.5 * g, params, ref_g), **tol)

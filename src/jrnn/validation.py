@@ -151,9 +151,9 @@ def check_steps(name: str, steps, T: int, batch_shape: tuple):
     if not hasattr(steps, "dtype"):
         steps = np.asarray(steps)
     if steps.dtype != jnp.bool_:
-        raise TypeError(f"{name} must be a bool array [T, B...] (True: "
-                        f"{'the step is real' if name.endswith('mask') else 'reset the carry entering the step'}"
-                        f"), got dtype {steps.dtype}")
+        what = "the step is real" if name.endswith("mask") else "reset the carry entering the step"
+        raise TypeError(f"{name} must be a bool array [T, B...] (True: {what}), got dtype "
+                        f"{steps.dtype}")
     want = (int(T),) + tuple(batch_shape)
     if tuple(np.shape(steps)) != want:
         raise ValueError(f"{name} must have shape [T, B...] = {want}, got {tuple(np.shape(steps))}")
