@@ -182,6 +182,21 @@ def test_resets_and_step_masks_keep_the_fast_path():
     assert jaxpr.count("jvp=_fast_recurrence_jvp") == 2
 
 
+def test_forward_mode_through_resets_matches_the_plain_scan():
+    """The fast rule's JVP (tangents of params, incoming and reset carry) equals the plain
+    scan's autodiff on a packed stream."""
+    cell, _, params, xs = setup("lstm")
+    rc = rand_tree(jax.eval_shape(lambda: cell.initial_carry(())), 3, 0.5)
+    carry = rand_tree(jax.eval_shape(lambda: cell.initial_carry((B,))), 4, 0.5)
+    resets = RESETS.copy()
+    resets[0, 1] = False
+    tangents = tuple(rand_tree(a, 9) for a in (params, rc, carry))
+    jvp = lambda fast: jax.jit(lambda *a: jax.jvp(lambda p, r, c: jrnn.unroll(
+        cell, p, xs, c, resets=resets, reset_carry=r, fast_path=fast), a, tangents))(
+        params, rc, carry)
+    assert_close(jvp(True), jvp(False))
+
+
 @pytest.mark.parametrize("name, fast", [("lstm", True), ("gru", False), ("stack", True)])
 def test_reset_carry_gets_the_gradient_of_every_episode_it_starts(name, fast):
     """A learned initial carry: values from it at each reset, its gradient summed over episodes;
