@@ -1,7 +1,9 @@
 """Data: text -> tokens -> vocabulary -> batches, and synthetic tasks."""
 
 from jrnn.data.batches import KINDS, Batch, batches, num_batches, random_batches, sequential_batches
-from jrnn.data.synthetic import adding_task, copy_task, sine
+from jrnn.data import synthetic, timeseries
+from jrnn.data.synthetic import (adding_task, conditional_sines, copy_task, neighbour_sum_tags, parity,
+                                 reversal, rotation, sine, sorting)
 from jrnn.data.text import (
     CORPORA,
     PREPROCESSING,
@@ -37,24 +39,32 @@ __all__ = [
     "TOKEN_KINDS",
     "Vocab",
     "adding_task",
+    "conditional_sines",
     "batches",
     "bundled_text",
     "copy_task",
     "fetch",
     "lines",
+    "neighbour_sum_tags",
     "load_corpus",
     "load_text",
     "ngram_freqs",
     "num_batches",
+    "parity",
     "prepare",
     "preprocess",
     "random_batches",
     "read_bytes",
     "read_text",
+    "reversal",
+    "rotation",
     "sequential_batches",
     "sine",
+    "sorting",
     "split",
+    "synthetic",
     "time_machine",
+    "timeseries",
     "token_freqs",
     "tokenize",
 ]
