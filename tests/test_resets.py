@@ -151,9 +151,10 @@ def assert_close(actual, expected, **tol):
 # --------------------------------------------------------------------------- unroll
 
 
-UNROLL_CASES = [("rnn", True, False), ("rnn", False, True), ("lstm", True, False),
-                ("lstm", False, True), ("gru", True, True), ("gru", False, False),
-                ("stack", True, False), ("stack", False, True)]
+# every cell on both paths across this file: rnn plain and gru plain in the step_mask and
+# reset_carry tests below
+UNROLL_CASES = [("rnn", True, False), ("lstm", True, False), ("lstm", False, True),
+                ("gru", True, True), ("stack", True, False), ("stack", False, True)]
 
 
 @pytest.mark.parametrize("name, fast, reverse", UNROLL_CASES)
@@ -243,7 +244,7 @@ def test_bidirectional_with_resets_and_lengths_equals_each_episode_alone(fast):
         assert_close(cb[r], bw[0][1])  # the reversed pass ends at the first episode
 
 
-@pytest.mark.parametrize("every", [2, 3])
+@pytest.mark.parametrize("every", [3])  # segments that do not divide T
 def test_rematerialised_unroll_with_resets_equals_each_episode_alone(every):
     cell, _, params, xs = setup("lstm")
     w = weights_like(jnp.zeros((T, B, H)), 3)
