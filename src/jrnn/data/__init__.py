@@ -1,6 +1,7 @@
 """Data: text -> tokens -> vocabulary -> batches, and synthetic tasks."""
 
-from jrnn.data.batches import KINDS, Batch, batches, num_batches, random_batches, sequential_batches
+from jrnn.data.batches import (KINDS, Batch, batches, num_batches, pack, random_batches,
+                               sequential_batches)
 from jrnn.data import synthetic, timeseries
 from jrnn.data.synthetic import (adding_task, conditional_sines, copy_task, neighbour_sum_tags, parity,
                                  reversal, rotation, sine, sorting)
@@ -50,6 +51,7 @@ __all__ = [
     "load_text",
     "ngram_freqs",
     "num_batches",
+    "pack",
     "parity",
     "prepare",
     "preprocess",
