@@ -7,6 +7,9 @@ the layers of a stack unrolled one by one; ``jax.grad`` through the masks of
 :func:`jrnn.regularise.apply_masks` for the train step with dropout.
 """
 
+import argparse
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +18,7 @@ from jax.test_util import check_grads
 
 import jrnn
 from jrnn import regularise as R
-from jrnn.config import ModelConfig, build_model
+from jrnn.config import ModelConfig, TrainConfig, add_flags, build_model, from_flags
 
 D, H, B, T, V = 3, 5, 4, 6, 7
 EPS = 1e-5
@@ -192,6 +195,13 @@ def test_a_stack_matches_the_numpy_layers_and_trains_with_dropout_as_jax_grad_sa
 
 
 def test_the_config_flag_builds_the_layer_normalised_cells():
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    cfg = from_flags(parser.parse_args(["--cell", "lstm", "--layer-norm"]))
+    assert cfg.model.layer_norm is True and TrainConfig.from_json(cfg.to_json()).model.layer_norm is True
+    old = json.loads(TrainConfig().to_json())
+    del old["model"]["layer_norm"]  # a run written before the field existed resumes without it
+    assert TrainConfig.from_json(json.dumps(old)).model.layer_norm is False
     m = build_model(ModelConfig(cell="lstm", hidden=H, layers=2, layer_norm=True), V)
     assert m.cell.name == "2xln-lstm" and "g_c" in m.init(jax.random.key(0))["cell"][0]
     assert build_model(ModelConfig(cell="gru", hidden=H), V).cell.name == "gru"  # default off
