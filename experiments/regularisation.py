@@ -54,6 +54,8 @@ RUNS = [
     ("gru-rec0.25", "gru", {"recurrent": 0.25}, 256, None),
     ("gru-emb0.1", "gru", {"embedding": 0.1}, 256, None),
     ("gru-wd0.5-out0.3", "gru", {"weight_drop": 0.5, "output": 0.3}, 256, None),
+    ("gru-wd0.7", "gru", {"weight_drop": 0.7}, 256, None),
+    ("gru-wd0.7-out0.3", "gru", {"weight_drop": 0.7, "output": 0.3}, 256, None),
     ("gru512-wd0.5-out0.3", "gru", {"weight_drop": 0.5, "output": 0.3}, 512, None),
     ("gru-wd0.5-out0.3-lr2", "gru", {"weight_drop": 0.5, "output": 0.3}, 256, 2.0),
     ("lstm", "lstm", {}, 256, None),
@@ -84,6 +86,10 @@ def table(runs: dict, env: dict) -> str:
     lines = [head, "", columns, "|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         rates = ", ".join(f"{k} {v:g}" for k, v in r["dropout"].items()) or "none"
+        if "diverged" in r:
+            lines.append(f"| {name} | {r['model']}-{r['hidden']} | {rates} | {r['lr']:g} | diverged "
+                         f"(non-finite loss at step {r['diverged_step']}) | | | | {r['seconds']:.0f} |")
+            continue
         lines.append(f"| {name} | {r['model']}-{r['hidden']} | {rates} | {r['lr']:g} | "
                      f"{r['best_val_ppl']:.2f} ({r['best_epoch']}) | {r['val_ppl']:.2f} | "
                      f"{r['final_over_best']:.2f} | {r['train_ppl']:.2f} | {r['seconds']:.0f} |")
@@ -101,7 +107,7 @@ def plot(runs: dict, path: str) -> bool:
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.8), sharey=True, squeeze=False)
     for ax, m in zip(axes[0], models):
         for name, r in runs.items():
-            if r["model"] == m:
+            if r["model"] == m and "curve" in r:
                 v = r["curve"]["val_ppl"]
                 ax.plot(range(1, len(v) + 1), v, label=name, lw=1.2 if r["dropout"] else 2.0)
         ax.axhline(8.71, color="k", ls=":", lw=0.8)
@@ -151,13 +157,21 @@ def main(argv=None) -> int:
         lr = model_lr if lr is None else lr
         reg = (lambda m, rates=rates: jrnn.regularise.dropout(m, **rates)) if rates else None
         print(f"== {name}: {model}-{hidden}, lr {lr:g}, dropout {rates or 'none'}", flush=True)
-        r = d2l.run_one(name, functools.partial(cell_fn, hidden), lr, "sequential", train, val, vocab, epochs,
-                        args.seed, regularise=reg)
-        r.update(summarise(r["curve"]), model=model, hidden=hidden, lr=lr, dropout=rates)
+        t0 = time.perf_counter()
+        try:
+            r = d2l.run_one(name, functools.partial(cell_fn, hidden), lr, "sequential", train, val,
+                            vocab, epochs, args.seed, regularise=reg)
+            r.update(summarise(r["curve"]))
+        except jrnn.NonFiniteError as e:  # a diverging setting is a result, not a crash of the sweep
+            r = {"diverged": str(e), "diverged_step": e.step, "seconds": time.perf_counter() - t0}
+        r.update(model=model, hidden=hidden, lr=lr, dropout=rates)
         runs[name] = r
-        print(f"   best val {r['best_val_ppl']:.2f} (epoch {r['best_epoch']}), final {r['val_ppl']:.2f} "
-              f"(x{r['final_over_best']:.2f}), train {r['train_ppl']:.2f}; {r['seconds']:.0f} s; "
-              f"{r['sample']!r}", flush=True)
+        if "diverged" in r:
+            print(f"   diverged: {r['diverged']}", flush=True)
+        else:
+            print(f"   best val {r['best_val_ppl']:.2f} (epoch {r['best_epoch']}), final {r['val_ppl']:.2f} "
+                  f"(x{r['final_over_best']:.2f}), train {r['train_ppl']:.2f}; {r['seconds']:.0f} s; "
+                  f"{r['sample']!r}", flush=True)
         # written after every run: a long sweep keeps what it has measured
         order = [n for n, *_ in all_runs if n in runs]
         runs = {n: runs[n] for n in order}

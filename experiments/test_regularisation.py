@@ -25,6 +25,17 @@ def test_summarise_against_hand_values():
     assert s == {"best_val_ppl": 4.0, "best_epoch": 2, "val_ppl": 6.0, "final_over_best": 1.5}
 
 
+def test_table_rows_and_a_diverged_run():
+    env = {"date": "d", "cpu": "c", "device": "cpu:0", "jax": "j", "data": "x", "epochs": 3}
+    ok = {"model": "gru", "hidden": 8, "lr": 1.0, "dropout": {"output": 0.3}, "train_ppl": 2.0,
+          "seconds": 1.0, **reg.summarise({"val_ppl": [9.0, 4.0, 5.0]})}
+    bad = {"model": "gru", "hidden": 8, "lr": 1.0, "dropout": {"recurrent": 0.25}, "diverged": "nan",
+           "diverged_step": 7, "seconds": 2.0}
+    rows = reg.table({"a": ok, "b": bad}, env).splitlines()[4:]
+    assert rows == ["| a | gru-8 | output 0.3 | 1 | 4.00 (2) | 5.00 | 1.25 | 2.00 | 1 |",
+                    "| b | gru-8 | recurrent 0.25 | 1 | diverged (non-finite loss at step 7) | | | | 2 |"]
+
+
 def test_quick_run(tmp_path):
     out = tmp_path / "reg"
     assert reg.main(["--quick", "--epochs", "2", "--out", str(out)]) == 0
