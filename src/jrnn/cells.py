@@ -239,7 +239,7 @@ def _layer_norm(a: jax.Array, gain: jax.Array) -> jax.Array:
     """``gain * (a - mean) / sqrt(var + LN_EPS)``, the statistics over the last axis of ``a``.
 
     ``a`` ``[..., N]``, ``gain`` ``[N]``: one mean and (biased) variance per
-    example and time step (Ba, Kiros & Hinton 2016, eq. 4); the shift is left to
+    example and time step (Ba, Kiros & Hinton 2016, section 3); the shift is left to
     the caller, whose bias is added right after.
     """
     mu = jnp.mean(a, axis=-1, keepdims=True)
