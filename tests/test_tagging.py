@@ -94,3 +94,30 @@ def test_errors():
     tg = tagging.bidirectional_tagger([(jrnn.gru(3), jrnn.gru(3))], 4, 3)
     with pytest.raises(ValueError):
         tg.apply(tg.init(jax.random.key(0)), jnp.full((2, 1), 7, jnp.int32), jnp.array([2]))
+
+
+def test_the_tagger_model_trains_through_fit_with_full_bptt_and_refuses_causal_estimators():
+    layers = [(jrnn.gru(6), jrnn.gru(5))]
+    model, tg = tagging.tagger_model(layers, 5, 4), tagging.bidirectional_tagger(layers, 5, 4)
+    rng = np.random.default_rng(0)
+    T, B = 6, 4
+    n = np.array([6, 3, 5, 1])
+    mask = (np.arange(T)[:, None] < n).astype(np.float32)
+    batch = jrnn.Batch(rng.integers(0, 5, (T, B)).astype(np.int32),
+                       rng.integers(0, 4, (T, B)).astype(np.int32), mask, lengths=n)
+    p, pt = model.init(jax.random.key(0)), tg.init(jax.random.key(0))
+    # the Model's loss is the Tagger's (the same params, the lengths from the batch)
+    assert float(jrnn.sequence_loss(model, p, None, batch)[0]) == pytest.approx(
+        float(tg.loss(pt, batch, n)), rel=1e-6)
+    assert jrnn.evaluate(model, p, [batch]) == pytest.approx(
+        float(tg.loss(pt, batch, n)), rel=1e-6)  # evaluation: the same masked mean
+    res = jrnn.fit(model, jrnn.make_optimizer("adam", 0.02), lambda e: [batch] * 15, batch_size=B,
+                   config=jrnn.LoopConfig(epochs=2, log_every=15, progress=False, quiet=True))
+    losses = [r["train_loss"] for r in res.history if "train_loss" in r]
+    assert losses[-1] < 0.7 * losses[0]
+    opt = jrnn.make_optimizer("sgd", 0.1)
+    for spec in ("truncated:2", "tbptt:2", "checkpointed:2", "rtrl", "pes"):
+        est = jrnn.grads.parse(spec)
+        with pytest.raises(ValueError, match="causal carry"):
+            jrnn.train_step(model, opt, est)(jrnn.init_state(model, opt, est, jax.random.key(0), B),
+                                             batch, jax.random.key(1))

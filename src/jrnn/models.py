@@ -48,6 +48,12 @@ class Model(NamedTuple):
         the train step trains with (:mod:`jrnn.regularise`: masks sampled from
         the key, a params transform whose gradient is mapped back, a model with
         the masks inside); evaluation uses the model itself.
+      forward: ``None`` (a causal model: the estimators unroll ``cell``), or
+        ``(cell_params, batch) -> features [T, B, H]`` for a whole-sequence,
+        non-causal model (a bidirectional stack, :func:`jrnn.tagging.tagger_model`):
+        the head and loss apply to its features and the carry passes through
+        unchanged. Full BPTT and ES train it; truncation, checkpointing, PES
+        and the online estimators need a causal carry and refuse it.
     """
 
     cell: Cell
@@ -58,6 +64,7 @@ class Model(NamedTuple):
     tokens: bool
     labels: bool | None = None
     regularise: Callable | None = None
+    forward: Callable | None = None
 
 
 def _float_dtype(tree):
@@ -142,12 +149,27 @@ def sequence_loss(model: Model, params, carry, batch: Batch, **unroll_kwargs):
     validation.check_model_params(model, params)
     if "resets" in unroll_kwargs:
         raise TypeError("sequence_loss takes resets from batch.resets, not as an unroll option")
+    if model.forward is not None:
+        if unroll_kwargs:
+            raise ValueError(f"{WHOLE_SEQUENCE} takes no unroll options, got {sorted(unroll_kwargs)}")
+        with validation._trusted():
+            return _sequence_loss(model, params, carry, batch)
     xs, carry, opts = scan._validate(model.cell, params["cell"], batch.inputs, carry,
                                      resets=batch.resets, **unroll_kwargs)
     with validation._trusted():  # the ids were checked just above
         hs, carry = scan._unroll_unchecked(model.cell, params["cell"], xs, carry, opts)
     losses = model.loss(model.head(params["head"], hs), batch.targets)  # [T, B]
     return jnp.sum(losses * loss_weights(batch)), carry
+
+
+WHOLE_SEQUENCE = "a whole-sequence model (Model.forward: its output at t reads inputs after t)"
+
+
+def refuse_whole_sequence(model: Model, estimator: str) -> None:
+    """Estimators that need a causal carry call this first."""
+    if model.forward is not None:
+        raise ValueError(f"{estimator} needs a causal carry, and this is {WHOLE_SEQUENCE}; "
+                         "train it with full BPTT (--grad full) or es")
 
 
 def _check_step_inputs(model: Model, params, carry, batch: Batch) -> None:
@@ -159,6 +181,13 @@ def _check_step_inputs(model: Model, params, carry, batch: Batch) -> None:
 
 def _sequence_loss(model: Model, params, carry, batch: Batch, *, unroll: int = 1, gain=None):
     """:func:`sequence_loss` on validated arguments (estimators; ``gain``: ``carry_grad_scale``)."""
+    if model.forward is not None:
+        if gain is not None:
+            raise ValueError(f"{WHOLE_SEQUENCE}: truncation scales the gradient of a causal "
+                             "carry; train it with full BPTT")
+        hs = model.forward(params["cell"], batch)  # [T, B, H]
+        return jnp.sum(model.loss(model.head(params["head"], hs), batch.targets)
+                       * loss_weights(batch)), carry
     resets = None if batch.resets is None else jnp.asarray(batch.resets)
     with validation._trusted():
         hs, carry = scan._unroll_unchecked(model.cell, params["cell"], batch.inputs, carry,

@@ -353,6 +353,9 @@ def check_batch(model, batch, batch_size: int | None = None) -> None:
     resets = getattr(batch, "resets", None)
     if resets is not None:
         check_steps("batch.resets", resets, T, (B,))
+    lengths = getattr(batch, "lengths", None)
+    if lengths is not None:
+        check_lengths(lengths, T, (B,))
 
 
 def _check_batch_inputs(model, params, x) -> None:

@@ -31,12 +31,17 @@ class Batch(NamedTuple):
       resets: optional ``[T, B]`` bool: ``True`` where a new episode starts
         (the carry entering that step is reset, see :func:`jrnn.unroll`'s
         ``resets``); every estimator honours it (:func:`pack` makes it).
+      lengths: optional ``[B]`` ints in ``1..T``: each sequence's real length,
+        read by whole-sequence models (``Model.forward``, e.g. a bidirectional
+        tagger, whose backward pass starts at each sequence's last real step);
+        causal models weight padding out with ``mask``.
     """
 
     inputs: Any
     targets: Any
     mask: Any = None
     resets: Any = None
+    lengths: Any = None
 
 
 def _time_major(x: np.ndarray, y: np.ndarray) -> Batch:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import scan, validation
-from ..models import _check_step_inputs, _sequence_loss, loss_weights
+from ..models import _check_step_inputs, _sequence_loss, loss_weights, refuse_whole_sequence
 from .base import GradientEstimator, _cell_carry, _check_key, register
 
 __all__ = ["full", "truncated", "tbptt", "randomized", "checkpointed"]
@@ -110,6 +110,7 @@ def tbptt(k2: int, k1: int | None = None, unroll: int = 1) -> GradientEstimator:
         raise ValueError(f"tbptt needs k2 <= k1, got k1={k1}, k2={k2} (use full or truncated)")
 
     def value_and_grad(model, params, carry, batch, key):
+        refuse_whole_sequence(model, f"tbptt:{k1},{k2}" if k1 else f"tbptt:{k2}")
         _check_step_inputs(model, params, carry, batch)
         T = jnp.shape(batch.inputs)[0]
         if k1 is not None and T != k1:
@@ -233,6 +234,7 @@ def checkpointed(S: int | None = None, unroll: int = 1, budget: float | str | No
         return chosen[k]
 
     def value_and_grad(model, params, carry, batch, key):
+        refuse_whole_sequence(model, "checkpointed")
         _check_step_inputs(model, params, carry, batch)  # ids too: the segments gather traced
         T = jnp.shape(batch.inputs)[0]
         L = segments(T, model, params, carry, batch)

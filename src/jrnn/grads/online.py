@@ -18,7 +18,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .. import validation
-from ..models import Model, loss_weights
+from ..models import Model, loss_weights, refuse_whole_sequence
 from .base import GradientEstimator, OnlineCarry, _check_key, register
 
 __all__ = ["rtrl", "uoro", "snap1"]
@@ -81,6 +81,7 @@ def _online(name: str, init_influence: Callable, update: Callable, check: Callab
                            init_influence(batch_shape[0], N, theta.size, theta.dtype))
 
     def value_and_grad(model, params, carry, batch, key):
+        refuse_whole_sequence(model, name)
         if not isinstance(carry, OnlineCarry):
             raise TypeError(f"{name} needs the OnlineCarry made by its init_carry, "
                             f"got {type(carry).__name__}")

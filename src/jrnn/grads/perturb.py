@@ -34,7 +34,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .. import validation
-from ..models import _check_step_inputs, _sequence_loss
+from ..models import _check_step_inputs, _sequence_loss, refuse_whole_sequence
 from .base import GradientEstimator, _cell_carry, _check_key, register
 
 __all__ = ["es", "pes", "PESCarry"]
@@ -193,6 +193,7 @@ def pes(sigma: float = 0.1, particles: int = 100) -> GradientEstimator:
             raise TypeError(f"{name} needs the PESCarry made by its init_carry, "
                             f"got {type(carry).__name__}")
         _check_key(name, key)
+        refuse_whole_sequence(model, name)
         if batch.resets is not None:
             raise ValueError(f"{name} does not take batch.resets: its accumulated perturbation xi "
                              f"[N/2, P] is shared by the whole batch and cannot restart for one "
