@@ -280,3 +280,11 @@ def test_readme_flax_example_runs_and_learns():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.split()[-1]) < 0.01, out.stdout
+
+
+def test_to_torch_refuses_a_layer_normalised_cell_instead_of_dropping_its_gains():
+    p = jrnn.lstm(4, layer_norm=True).init(jax.random.key(0), 3)
+    with pytest.raises(ValueError, match=r"no place for: \['b_c', 'g_c', 'g_h', 'g_x'\]"):
+        to_torch("lstm", p, tensors=False)
+    assert set(to_torch("lstm", jrnn.lstm(4).init(jax.random.key(0), 3), tensors=False)) == {
+        "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}

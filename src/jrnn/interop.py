@@ -181,6 +181,10 @@ def _layer_to_torch(kind: str, params, name_sfx: str, bias: bool) -> dict:
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(f"{kind!r} params need {', '.join(_NAMES[kind])}"
                          f"{' and b_hn' if kind == 'gru' else ''}; got {got}")
+    extra = set(params) - set(_NAMES[kind]) - ({"b_hn"} if kind == "gru" else set())
+    if extra:  # e.g. a layer-normalised cell's gains: torch's modules have nothing to hold them
+        raise ValueError(f"{kind!r} params have entries torch.nn's {kind} has no place for: "
+                         f"{sorted(extra)} (a layer-normalised cell cannot be exported)")
     w_x, w_h, b_ih = (np.asarray(params[k]) for k in (wx, wh, b))
     b_hh = np.zeros_like(b_ih)
     if kind == "gru":
