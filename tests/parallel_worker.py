@@ -42,7 +42,7 @@ def devices(out):
     mesh = parallel.data_mesh("all")
     model, opt, data = problem()
     report = {}
-    for spec in ("full", "truncated:3", "tbptt:2", "randomized:0.5", "checkpointed:2", "rtrl", "pes"):
+    for spec in ("full", "truncated:3", "tbptt:2", "randomized:0.5", "checkpointed:2", "rtrl"):
         est = jrnn.grads.parse(spec)
         finals = []
         for m in (None, mesh):
