@@ -171,10 +171,9 @@ def put_state(state, mesh: Mesh, batch_size: int, runs: int | None = None):
         return jax.device_put(state, shardings)
 
     def put(x, s):
-        x = np.asarray(jax.device_get(x)) if not isinstance(x, jax.Array) or x.is_fully_addressable \
-            else x
-        if isinstance(x, jax.Array):  # already global (e.g. restored sharded)
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:  # already global
             return jax.device_put(x, s)
+        x = np.asarray(jax.device_get(x))  # this process's copy of the whole array
         return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
 
     return jax.tree.map(put, state, shardings)
