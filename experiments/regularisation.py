@@ -56,13 +56,15 @@ RUNS = [
     ("gru-wd0.5-out0.3", "gru", {"weight_drop": 0.5, "output": 0.3}, 256, None),
     ("gru-wd0.7", "gru", {"weight_drop": 0.7}, 256, None),
     ("gru-wd0.7-out0.3", "gru", {"weight_drop": 0.7, "output": 0.3}, 256, None),
-    ("gru512-wd0.5-out0.3", "gru", {"weight_drop": 0.5, "output": 0.3}, 512, None),
-    ("gru-wd0.5-out0.3-lr2", "gru", {"weight_drop": 0.5, "output": 0.3}, 256, 2.0),
+    ("gru512-wd0.7-out0.3", "gru", {"weight_drop": 0.7, "output": 0.3}, 512, None),
     ("lstm", "lstm", {}, 256, None),
-    ("lstm-wd0.5-out0.3", "lstm", {"weight_drop": 0.5, "output": 0.3}, 256, None),
+    ("lstm-rec0.25", "lstm", {"recurrent": 0.25}, 256, None),
+    ("lstm-wd0.7-out0.3", "lstm", {"weight_drop": 0.7, "output": 0.3}, 256, None),
     ("deep-lstm", "deep-lstm", {}, 256, None),
     ("deep-lstm-wd0.5-btw0.3-out0.3", "deep-lstm",
      {"weight_drop": 0.5, "between": 0.3, "output": 0.3}, 256, None),
+    ("deep-lstm-wd0.7-btw0.3-out0.3", "deep-lstm",
+     {"weight_drop": 0.7, "between": 0.3, "output": 0.3}, 256, None),
 ]
 QUICK_RUNS = [("gru", "gru", {}, 32, None),
               ("gru-wd0.5-out0.3", "gru", {"weight_drop": 0.5, "output": 0.3}, 32, None)]
