@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from jrnn import gradient_flow as gf
 from jrnn.cells import leaky
 from jrnn.data import synthetic
 from jrnn.reservoir import with_spectral_radius
+from provenance import footer, machine, pyplot  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "gradient_flow")
@@ -152,8 +152,7 @@ def write_md(res, path):
               "Clipping bounds the update (the norm is taken before clipping); it does not "
               "change the backpropagated ‖dL/dh_t‖ at given params, which only the recurrence "
               "(spectral radius, saturation, gates) sets.", "",
-              f"Machine: {res['machine']['cpu']}, JAX {res['machine']['jax']} on "
-              f"{res['machine']['device']}; total {res['total_seconds']:.1f} s."]
+              footer(res)]
     if res["plot"]:
         lines += ["", f"![gradient flow]({res['plot']})"]
     with open(path, "w") as f:
@@ -161,11 +160,8 @@ def write_md(res, path):
 
 
 def plot(res, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(2, 3, figsize=(15, 8))
     T = res["config"]["T"]
@@ -239,8 +235,7 @@ def main(argv=None) -> int:
         print(f"{name}: {r['status'][:60]}; max grad norm {max(r['grad_norm'], default=0):.3g}",
               file=sys.stderr, flush=True)
     res["total_seconds"] = time.perf_counter() - t0
-    res["machine"] = {"cpu": platform.processor() or platform.machine(), "jax": jax.__version__,
-                      "device": str(jax.devices()[0]), "cores": os.cpu_count()}
+    res["machine"] = machine()
     res["plot"] = ("gradient_flow.png" if plot(res, os.path.join(args.out, "gradient_flow.png"))
                    else None)
     with open(os.path.join(args.out, "results.json"), "w") as f:

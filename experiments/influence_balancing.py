@@ -37,7 +37,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 
@@ -50,6 +49,7 @@ import jrnn
 from jrnn import grads
 from jrnn.cells import Cell
 from jrnn.models import Batch, Model
+from provenance import footer, machine, pyplot  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "influence_balancing")
@@ -194,9 +194,7 @@ def write_md(res, path):
                      f"{r['verdict']} | {r['seconds']:.1f} |")
     lines += ["", f"Claim reproduced: **{res['claim_reproduced']}** (short truncations and ES over "
               "a short truncation biased; K = 100, RTRL, UORO and PES reach the optimum).", "",
-              f"Machine: {res['machine']['cpu']}, JAX {res['machine']['jax']} on "
-              f"{res['machine']['device']}; total {res['total_seconds']:.1f} s "
-              "(including compilation)."]
+              footer(res, " (including compilation)")]
     if res["plot"]:
         lines += ["", f"![long-unroll loss per update]({res['plot']})"]
     with open(path, "w") as f:
@@ -204,11 +202,8 @@ def write_md(res, path):
 
 
 def plot(res, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, r in res["methods"].items():
@@ -272,8 +267,7 @@ def main(argv=None) -> int:
         all(m[k]["verdict"] == "reaches the optimum" for k in reach if k in m)
         and all(m[k]["verdict"] != "reaches the optimum" for k in biased if k in m))
     res["total_seconds"] = time.perf_counter() - t0
-    res["machine"] = {"cpu": platform.processor() or platform.machine(), "jax": jax.__version__,
-                      "device": str(jax.devices()[0]), "cores": os.cpu_count()}
+    res["machine"] = machine()
     res["plot"] = "influence_balancing.png" if plot(res, os.path.join(args.out,
                                                                        "influence_balancing.png")) else None
     with open(os.path.join(args.out, "results.json"), "w") as f:

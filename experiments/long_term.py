@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -45,6 +44,7 @@ import jrnn
 from jrnn import grads, reservoir
 from jrnn.cells import leaky
 from jrnn.data import synthetic
+from provenance import footer, machine, pyplot  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "long_term")
@@ -175,9 +175,7 @@ def write_md(res, path):
             cells.append(f"**{s}**" if r["solved"][n] else s)
         lines.append(f"| {r['task']} | {r['delay']} | {r['T']} | {r['measure']} | "
                      + " | ".join(cells) + " |")
-    lines += ["", f"Training seconds per net (median): {res['median_seconds']:.1f}; machine: "
-              f"{res['machine']['cpu']}, JAX {res['machine']['jax']} on {res['machine']['device']}; "
-              f"total {res['total_seconds']:.0f} s."]
+    lines += ["", f"Training seconds per net (median): {res['median_seconds']:.1f}.", footer(res)]
     if res["plot"]:
         lines += ["", f"![learning curves]({res['plot']})"]
     with open(path, "w") as f:
@@ -185,11 +183,8 @@ def write_md(res, path):
 
 
 def plot(res, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     runs = res["runs"]
     kinds = sorted({r["task"] for r in runs}, key=["copy", "adding"].index)
@@ -264,8 +259,7 @@ def main(argv=None) -> int:
         res["runs"].append(run)
     res["median_seconds"] = float(np.median(seconds))
     res["total_seconds"] = time.perf_counter() - t0
-    res["machine"] = {"cpu": platform.processor() or platform.machine(), "jax": jax.__version__,
-                      "device": str(jax.devices()[0]), "cores": os.cpu_count()}
+    res["machine"] = machine()
     res["plot"] = ("learning_curves.png" if plot(res, os.path.join(args.out, "learning_curves.png"))
                    else None)
     with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -36,6 +35,7 @@ import numpy as np
 import jrnn
 from jrnn import seq2seq as s2s
 from jrnn.data import synthetic
+from provenance import footer, machine, pyplot  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "seq2seq")
@@ -124,8 +124,7 @@ def main(argv=None) -> int:
                          if isinstance(t, dict)},
            "mean_log_prob": {k: table[k + " mean log p"] for k in decoders},
            "total_seconds": time.perf_counter() - t0,
-           "machine": {"cpu": platform.processor() or platform.machine(), "jax": jax.__version__,
-                       "device": str(jax.devices()[0]), "cores": os.cpu_count()}}
+           "machine": machine()}
     res["plot"] = "seq2seq.png" if plot(res, os.path.join(args.out, "seq2seq.png")) else None
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(res, f, indent=1)
@@ -155,8 +154,7 @@ def write_md(res, path):
     lines += ["", "Mean log-probability of the decoded sequences: " + ", ".join(
         f"{k} {v:.3f}" for k, v in res["mean_log_prob"].items()) + " (beam search never scores "
         "below greedy on the same example).", "",
-        f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, JAX "
-        f"{res['machine']['jax']}; total {res['total_seconds']:.1f} s."]
+        footer(res)]
     if res["plot"]:
         lines += ["", f"![accuracy by length]({res['plot']})"]
     with open(path, "w") as f:
@@ -164,11 +162,8 @@ def write_md(res, path):
 
 
 def plot(res, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 3.8))
     steps, losses = zip(*res["curve"]) if res["curve"] else ((), ())

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -39,6 +38,7 @@ import numpy as np
 
 import jrnn
 from jrnn.data import synthetic
+from provenance import footer, machine, pyplot  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "seq_to_one")
@@ -146,8 +146,7 @@ def write_md(res, path):
         seeds = ", ".join(f"{v:.3f}" for v in r["final_per_seed"])
         lines.append(f"| {r['task']} | {r['T']} | {r['variant']} | {r['metric_name']} | "
                      f"{r['metric'][0]:.3f} -> {r['final']:.3f} | {seeds} | {r['seconds']:.1f} |")
-    lines += ["", f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, JAX "
-              f"{res['machine']['jax']}; total {res['total_seconds']:.1f} s (compiles included)."]
+    lines += ["", footer(res, " (compiles included)")]
     if res["plot"]:
         lines += ["", f"![learning curves]({res['plot']})"]
     with open(path, "w") as f:
@@ -155,11 +154,8 @@ def write_md(res, path):
 
 
 def plot(res, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     tasks = ["parity", "adding", "vector-to-sequence"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -207,8 +203,7 @@ def main(argv=None) -> int:
         add("vector-to-sequence", s["v2s_T"], f"gru, {cond}", "MSE", v2s_run(cond, s))
     res = {"config": {**s, "quick": args.quick}, "runs": runs,
            "total_seconds": time.perf_counter() - t0,
-           "machine": {"cpu": platform.processor() or platform.machine(), "jax": jax.__version__,
-                       "device": str(jax.devices()[0]), "cores": os.cpu_count()}}
+           "machine": machine()}
     res["plot"] = "seq_to_one.png" if plot(res, os.path.join(args.out, "seq_to_one.png")) else None
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(res, f, indent=1)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -39,6 +38,7 @@ import numpy as np
 import jrnn
 from jrnn import tagging
 from jrnn.data import synthetic
+from provenance import footer, machine, pyplot  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "tagging")
@@ -118,8 +118,7 @@ def write_md(res, path):
              "| model | accuracy: start -> end | seconds |", "|---|---|---|"]
     for name, r in res["models"].items():
         lines.append(f"| {name} | {r['accuracy'][0]:.3f} -> {r['final']:.3f} | {r['seconds']:.1f} |")
-    lines += ["", f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, JAX "
-              f"{res['machine']['jax']}; total {res['total_seconds']:.1f} s."]
+    lines += ["", footer(res)]
     if res["plot"]:
         lines += ["", f"![accuracy]({res['plot']})"]
     with open(path, "w") as f:
@@ -127,11 +126,8 @@ def write_md(res, path):
 
 
 def plot(res, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name, r in res["models"].items():
@@ -165,8 +161,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
     res = {"config": {**s, "quick": args.quick}, "models": models,
            "total_seconds": time.perf_counter() - t0,
-           "machine": {"cpu": platform.processor() or platform.machine(), "jax": jax.__version__,
-                       "device": str(jax.devices()[0]), "cores": os.cpu_count()}}
+           "machine": machine()}
     res["plot"] = "tagging.png" if plot(res, os.path.join(args.out, "tagging.png")) else None
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(res, f, indent=1)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -46,6 +45,7 @@ import numpy as np
 import jrnn
 from jrnn import output_recurrence as orc
 from jrnn.data import synthetic
+from provenance import footer, machine, pyplot  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "teacher_forcing")
@@ -145,8 +145,7 @@ def write_md(res, path):
                      f"({best['fr_mse_long']:.2e}); teacher forcing's open-loop error over T is "
                      f"{tf['fr_mse'] / max(tf['tf_mse'], 1e-12):.0f}x its one-step error.")
     lines += ["",
-              f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, JAX "
-              f"{res['machine']['jax']}; total {res['total_seconds']:.1f} s."]
+              footer(res)]
     if res["plot"]:
         lines += ["", f"![open-loop error by step]({res['plot']})"]
     with open(path, "w") as f:
@@ -154,11 +153,8 @@ def write_md(res, path):
 
 
 def plot(res, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 3.8))
     for r in res["runs"]:
@@ -203,8 +199,7 @@ def main(argv=None) -> int:
                   f"fr(4T) {r['fr_mse_long']:.2e}  ({r['seconds']:.1f} s)", file=sys.stderr, flush=True)
     res = {"config": {**s, "quick": args.quick}, "runs": runs,
            "total_seconds": time.perf_counter() - t0,
-           "machine": {"cpu": platform.processor() or platform.machine(), "jax": jax.__version__,
-                       "device": str(jax.devices()[0]), "cores": os.cpu_count()}}
+           "machine": machine()}
     res["plot"] = "teacher_forcing.png" if plot(res, os.path.join(args.out,
                                                                    "teacher_forcing.png")) else None
     with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -50,6 +49,7 @@ import optax
 import jrnn
 from jrnn.data import timeseries as ts
 from jrnn.reservoir import ridge
+from provenance import footer, machine, pyplot  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "timeseries_ar")
@@ -213,8 +213,7 @@ def write_md(res, path):
     lines += ["", "d2l (8.1, its plots only, no table): the 1-step predictions follow the series; "
               "k-step predictions degrade quickly for k >= 16 and are nearly flat at k = 64; the "
               "free-running prediction decays to a constant within a few steps.", "",
-              f"Machine: {res['machine']['cpu']}, JAX {res['machine']['jax']} on "
-              f"{res['machine']['device']}; total {res['total_seconds']:.1f} s."]
+              footer(res)]
     if res["plot"]:
         lines += ["", f"![predictions]({res['plot']})"]
     with open(path, "w") as f:
@@ -222,11 +221,8 @@ def write_md(res, path):
 
 
 def plot(res, time_, x, preds, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     c = res["config"]
     names = list(preds)
@@ -312,8 +308,7 @@ def main(argv=None) -> int:
               + f"  free run {res['models'][kind]['free_run_mse']:.3f}", file=sys.stderr)
     res["noise_floor"] = 0.04
     res["total_seconds"] = time.perf_counter() - t0
-    res["machine"] = {"cpu": platform.processor() or platform.machine(), "jax": jax.__version__,
-                      "device": str(jax.devices()[0]), "cores": os.cpu_count()}
+    res["machine"] = machine()
     res["plot"] = "predictions.png" if plot(res, time_, x, preds,
                                             os.path.join(args.out, "predictions.png")) else None
     with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -65,9 +65,11 @@ def devices(out):
             config=jrnn.LoopConfig(epochs=epochs, seeds=2, devices=dev, log_every=2, save_every=3,
                                    progress=False, quiet=True))
         whole = run(2, False, f"{out}/{dev}-whole")
+        if dev is None:  # resume on one device is tested elsewhere (tests/test_loop.py)
+            fits[dev] = (whole, None)
+            continue
         run(1, False, f"{out}/{dev}-cut")
-        resumed = run(2, True, f"{out}/{dev}-cut")
-        fits[dev] = (whole, resumed)
+        fits[dev] = (whole, run(2, True, f"{out}/{dev}-cut"))
     report["fit_resumed_equal"] = all(np.array_equal(a, b) for a, b in zip(
         leaves(fits["8"][0].state), leaves(fits["8"][1].state)))
     report["fit_max_param_diff"] = max(float(np.max(np.abs(a - b))) for a, b in zip(
