@@ -334,29 +334,8 @@ def lstm(hidden_size: int, init: str = "uniform", forget_bias: float = 0.0,
     ``unit_blocks=2`` (``h`` and ``c`` per unit).
 
     With ``layer_norm=True`` it is the layer-normalised LSTM of Ba, Kiros &
-    Hinton 2016 ("Layer normalization", arXiv:1607.06450, the LN-LSTM
-    equations of section 3.1 / the supplementary), named ``"ln-lstm"``:
-
-    .. math::
-        [i, f, g, o] &= \mathrm{LN}(X_t W_x; g_x) + \mathrm{LN}(H_{t-1} W_h; g_h) + b \\
-        C_t &= \sigma(f) \odot C_{t-1} + \sigma(i) \odot \tanh(g) \\
-        H_t &= \sigma(o) \odot \tanh(\mathrm{LN}(C_t; g_c) + b_c)
-
-    with :math:`\mathrm{LN}(a; g) = g \odot (a - \mu(a)) / \sqrt{\sigma^2(a) + 10^{-5}}`,
-    the mean and (biased) variance taken per example and time step over the
-    whole fused ``4H`` pre-activation (as the paper writes it; not per gate)
-    for the two projections, and over the ``H`` units for the memory. Three
-    normalisations, each with its own gain (``g_x``, ``g_h`` ``[4H]``,
-    ``g_c`` ``[H]``, init 1); the paper's shifts of the two projections and
-    its gate bias are summed, so they are one param ``b`` ``[4H]`` (it holds
-    ``forget_bias``), and ``b_c`` ``[H]`` (init 0) shifts the normalised
-    memory. The carry keeps the un-normalised ``C_t``. ``LN(X_t W_x)`` is done
-    in ``project`` (per position, for all steps at once), the rest in the
-    step. The step is no longer ``xp + h @ W_h``-additive and LN couples the
-    units of a layer, so this cell has no fast recurrence (``fast=None``:
-    plain scan) and no ``unit_blocks`` (SnAp-1 refuses it; RTRL, UORO and
-    the BPTT family work). ``W_h`` keeps its name, so
-    :func:`jrnn.regularise.dropout`'s ``weight_drop`` finds it.
+    Hinton 2016, named ``"ln-lstm"``, without a fast recurrence or
+    ``unit_blocks`` (its equations and params: :func:`_ln_lstm`).
 
     Args:
       hidden_size: ``H``.
@@ -420,24 +399,55 @@ def lstm(hidden_size: int, init: str = "uniform", forget_bias: float = 0.0,
         return LSTMState(h=dh, c=dc), dh
 
     if layer_norm:
-        def ln_init(key, input_size):
-            return {**init_fn(key, input_size), "g_x": jnp.ones((4 * H,), dtype),
-                    "g_h": jnp.ones((4 * H,), dtype), "g_c": jnp.ones((H,), dtype),
-                    "b_c": jnp.zeros((H,), dtype)}
-
-        def ln_step(params, carry, xp):
-            i, f, g, o = jnp.split(activations(xp + _layer_norm(carry.h @ params["W_h"],
-                                                                params["g_h"])), 4, axis=-1)
-            c = f * carry.c + i * g
-            h = o * jnp.tanh(_layer_norm(c, params["g_c"]) + params["b_c"])
-            return LSTMState(h=h, c=c), h
-
-        return Cell(ln_init, initial_carry, lambda params, xs: _ln_project(params, xs, "b"),
-                    ln_step, H, "ln-lstm")
-
+        return _ln_lstm(H, dtype, init_fn, initial_carry, activations)
     fast = FastRecurrence("W_h", lambda carry: carry.h, forward, coefficients, tangent,
                           additive=True)
     return Cell(init_fn, initial_carry, project, step, H, "lstm", fast=fast, unit_blocks=2)
+
+
+def _ln_lstm(H: int, dtype, init_fn, initial_carry, activations) -> Cell:
+    r"""The layer-normalised LSTM (``lstm(H, layer_norm=True)``), on the plain LSTM's
+    ``init_fn``, ``initial_carry`` and fused gate ``activations``.
+
+    Ba, Kiros & Hinton 2016 ("Layer normalization", arXiv:1607.06450, the LN-LSTM
+    equations of section 3.1 / the supplementary), named ``"ln-lstm"``:
+
+    .. math::
+        [i, f, g, o] &= \mathrm{LN}(X_t W_x; g_x) + \mathrm{LN}(H_{t-1} W_h; g_h) + b \\
+        C_t &= \sigma(f) \odot C_{t-1} + \sigma(i) \odot \tanh(g) \\
+        H_t &= \sigma(o) \odot \tanh(\mathrm{LN}(C_t; g_c) + b_c)
+
+    with :math:`\mathrm{LN}(a; g) = g \odot (a - \mu(a)) / \sqrt{\sigma^2(a) + 10^{-5}}`,
+    the mean and (biased) variance taken per example and time step over the
+    whole fused ``4H`` pre-activation (as the paper writes it; not per gate)
+    for the two projections, and over the ``H`` units for the memory. Three
+    normalisations, each with its own gain (``g_x``, ``g_h`` ``[4H]``,
+    ``g_c`` ``[H]``, init 1); the paper's shifts of the two projections and
+    its gate bias are summed, so they are one param ``b`` ``[4H]`` (it holds
+    ``forget_bias``), and ``b_c`` ``[H]`` (init 0) shifts the normalised
+    memory. The carry keeps the un-normalised ``C_t``. ``LN(X_t W_x)`` is done
+    in ``project`` (per position, for all steps at once), the rest in the
+    step. The step is no longer ``xp + h @ W_h``-additive and LN couples the
+    units of a layer, so this cell has no fast recurrence (``fast=None``:
+    plain scan) and no ``unit_blocks`` (SnAp-1 refuses it; RTRL, UORO and
+    the BPTT family work). ``W_h`` keeps its name, so
+    :func:`jrnn.regularise.dropout`'s ``weight_drop`` finds it.
+    """
+
+    def ln_init(key, input_size):
+        return {**init_fn(key, input_size), "g_x": jnp.ones((4 * H,), dtype),
+                "g_h": jnp.ones((4 * H,), dtype), "g_c": jnp.ones((H,), dtype),
+                "b_c": jnp.zeros((H,), dtype)}
+
+    def ln_step(params, carry, xp):
+        i, f, g, o = jnp.split(activations(xp + _layer_norm(carry.h @ params["W_h"],
+                                                            params["g_h"])), 4, axis=-1)
+        c = f * carry.c + i * g
+        h = o * jnp.tanh(_layer_norm(c, params["g_c"]) + params["b_c"])
+        return LSTMState(h=h, c=c), h
+
+    return Cell(ln_init, initial_carry, lambda params, xs: _ln_project(params, xs, "b"),
+                ln_step, H, "ln-lstm")
 
 
 def gru(hidden_size: int, init: str = "uniform", dtype=jnp.float32,
