@@ -44,7 +44,7 @@ from jrnn import gradient_flow as gf
 from jrnn.cells import leaky
 from jrnn.data import synthetic
 from jrnn.reservoir import with_spectral_radius
-from provenance import footer, machine, pyplot  # noqa: E402
+from provenance import footer, machine, pyplot, save  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "gradient_flow")
@@ -236,11 +236,7 @@ def main(argv=None) -> int:
               file=sys.stderr, flush=True)
     res["total_seconds"] = time.perf_counter() - t0
     res["machine"] = machine()
-    res["plot"] = ("gradient_flow.png" if plot(res, os.path.join(args.out, "gradient_flow.png"))
-                   else None)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
-    write_md(res, os.path.join(args.out, "results.md"))
+    save(res, args.out, "gradient_flow.png", plot, write_md)
     print(f"total {res['total_seconds']:.1f} s", file=sys.stderr)
     return 0
 

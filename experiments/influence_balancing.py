@@ -34,7 +34,6 @@ Writes ``results.json``, ``results.md`` and ``influence_balancing.png`` to
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -49,7 +48,7 @@ import jrnn
 from jrnn import grads
 from jrnn.cells import Cell
 from jrnn.models import Batch, Model
-from provenance import footer, machine, pyplot  # noqa: E402
+from provenance import footer, machine, pyplot, save  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "influence_balancing")
@@ -268,11 +267,7 @@ def main(argv=None) -> int:
         and all(m[k]["verdict"] != "reaches the optimum" for k in biased if k in m))
     res["total_seconds"] = time.perf_counter() - t0
     res["machine"] = machine()
-    res["plot"] = "influence_balancing.png" if plot(res, os.path.join(args.out,
-                                                                       "influence_balancing.png")) else None
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
-    write_md(res, os.path.join(args.out, "results.md"))
+    save(res, args.out, "influence_balancing.png", plot, write_md)
     print(f"total {res['total_seconds']:.1f} s; claim reproduced: {res['claim_reproduced']}",
           file=sys.stderr)
     return 0

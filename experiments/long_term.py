@@ -31,7 +31,6 @@ Writes ``results.json``, ``results.md`` and ``learning_curves.png`` to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -44,7 +43,7 @@ import jrnn
 from jrnn import grads, reservoir
 from jrnn.cells import leaky
 from jrnn.data import synthetic
-from provenance import footer, machine, pyplot  # noqa: E402
+from provenance import footer, machine, pyplot, save  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "long_term")
@@ -260,11 +259,7 @@ def main(argv=None) -> int:
     res["median_seconds"] = float(np.median(seconds))
     res["total_seconds"] = time.perf_counter() - t0
     res["machine"] = machine()
-    res["plot"] = ("learning_curves.png" if plot(res, os.path.join(args.out, "learning_curves.png"))
-                   else None)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
-    write_md(res, os.path.join(args.out, "results.md"))
+    save(res, args.out, "learning_curves.png", plot, write_md)
     print(f"total {res['total_seconds']:.0f} s", file=sys.stderr)
     return 0
 

@@ -8,12 +8,13 @@ backend, or ``None`` where matplotlib is not installed (the plot is skipped).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 
 import jax
 
-__all__ = ["machine", "footer", "pyplot"]
+__all__ = ["machine", "footer", "pyplot", "save"]
 
 
 def cpu_name() -> str:
@@ -37,6 +38,15 @@ def footer(res: dict, note: str = "") -> str:
     load = f" (load {m['load']:.1f} at start)" if m.get("load") is not None else ""
     return (f"Machine: {m['cpu']}, {m['cores']} cores{load}, JAX {m['jax']} on {m['device']}; "
             f"total {res['total_seconds']:.1f} s{note}.")
+
+
+def save(res: dict, out: str, png: str, plot, write_md) -> None:
+    """Draw ``plot(res, out/png)`` (``res["plot"]`` is ``png``, or ``None`` without
+    matplotlib), then write ``out/results.json`` and ``write_md(res, out/results.md)``."""
+    res["plot"] = png if plot(res, os.path.join(out, png)) else None
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    write_md(res, os.path.join(out, "results.md"))
 
 
 def pyplot():

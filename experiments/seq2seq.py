@@ -24,7 +24,6 @@ Writes ``results.json``, ``results.md`` and ``seq2seq.png`` to ``--out``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,7 +34,7 @@ import numpy as np
 import jrnn
 from jrnn import seq2seq as s2s
 from jrnn.data import synthetic
-from provenance import footer, machine, pyplot  # noqa: E402
+from provenance import footer, machine, pyplot, save  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "seq2seq")
@@ -125,10 +124,7 @@ def main(argv=None) -> int:
            "mean_log_prob": {k: table[k + " mean log p"] for k in decoders},
            "total_seconds": time.perf_counter() - t0,
            "machine": machine()}
-    res["plot"] = "seq2seq.png" if plot(res, os.path.join(args.out, "seq2seq.png")) else None
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
-    write_md(res, os.path.join(args.out, "results.md"))
+    save(res, args.out, "seq2seq.png", plot, write_md)
     for k, t in res["by_length"].items():
         print(k, {L: f"{e:.2f}/{p:.2f}" for L, (e, p) in t.items()}, file=sys.stderr)
     print(f"train {train_seconds:.1f} s, total {res['total_seconds']:.1f} s", file=sys.stderr)

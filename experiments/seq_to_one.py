@@ -27,7 +27,6 @@ and is evaluated on a held-out batch. Writes ``results.json``,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -38,7 +37,7 @@ import numpy as np
 
 import jrnn
 from jrnn.data import synthetic
-from provenance import footer, machine, pyplot  # noqa: E402
+from provenance import footer, machine, pyplot, save  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "seq_to_one")
@@ -204,10 +203,7 @@ def main(argv=None) -> int:
     res = {"config": {**s, "quick": args.quick}, "runs": runs,
            "total_seconds": time.perf_counter() - t0,
            "machine": machine()}
-    res["plot"] = "seq_to_one.png" if plot(res, os.path.join(args.out, "seq_to_one.png")) else None
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
-    write_md(res, os.path.join(args.out, "results.md"))
+    save(res, args.out, "seq_to_one.png", plot, write_md)
     print(f"total {res['total_seconds']:.1f} s", file=sys.stderr)
     return 0
 

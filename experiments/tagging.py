@@ -26,7 +26,6 @@ Writes ``results.json``, ``results.md`` and ``tagging.png`` to ``--out``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -38,7 +37,7 @@ import numpy as np
 import jrnn
 from jrnn import tagging
 from jrnn.data import synthetic
-from provenance import footer, machine, pyplot  # noqa: E402
+from provenance import footer, machine, pyplot, save  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "tagging")
@@ -162,10 +161,7 @@ def main(argv=None) -> int:
     res = {"config": {**s, "quick": args.quick}, "models": models,
            "total_seconds": time.perf_counter() - t0,
            "machine": machine()}
-    res["plot"] = "tagging.png" if plot(res, os.path.join(args.out, "tagging.png")) else None
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
-    write_md(res, os.path.join(args.out, "results.md"))
+    save(res, args.out, "tagging.png", plot, write_md)
     print(f"total {res['total_seconds']:.1f} s", file=sys.stderr)
     return 0
 
