@@ -109,12 +109,22 @@ class ModelConfig:
     weight_drop: float = _f(0.0, "DropConnect on the hidden-to-hidden matrices, one mask per batch "
                             "(AWD-LSTM)")
     embedding_dropout: float = _f(0.0, "drop whole input-token rows, one mask per batch")
+    candidate_dropout: float = _f(0.0, "recurrent dropout without memory loss (Semeniuta et al. 2016): "
+                                  "on the candidate (lstm g, gru n), one mask per sequence; unlike "
+                                  "--recurrent-dropout it never drops h_{t-1} or c_{t-1}")
+    zoneout: float = _f(0.0, "zoneout (Krueger et al. 2017): each unit of h (and of an lstm's c) keeps "
+                        "its previous value with this probability, a mask per step")
+    zoneout_c: typing.Optional[float] = _f(None, "an lstm's zoneout rate on c ('none': --zoneout's)")
     layer_norm: bool = _f(False, "layer-normalised lstm/gru cells (Ba et al. 2016; no fast path)")
 
     def __post_init__(self):
         _check(self, positive=("hidden", "layers"),
                fraction=("dropout", "output_dropout", "recurrent_dropout", "weight_drop",
-                         "embedding_dropout"))
+                         "embedding_dropout", "candidate_dropout", "zoneout"))
+        if self.zoneout_c is not None:
+            _check(self, fraction=("zoneout_c",))
+            if self.cell != "lstm":
+                raise ValueError(f"zoneout_c is an lstm's rate on c; cell {self.cell!r} has no c")
         if self.dropout and self.layers == 1:
             raise ValueError("dropout acts between stacked layers: with --layers 1 use "
                              "--output-dropout (or more layers)")
@@ -125,7 +135,10 @@ class ModelConfig:
 
         return Dropout(weight_drop=self.weight_drop, embedding=self.embedding_dropout,
                        recurrent=self.recurrent_dropout, between=self.dropout,
-                       output=self.output_dropout)
+                       output=self.output_dropout, candidate=self.candidate_dropout,
+                       zoneout=self.zoneout,
+                       zoneout_c=(self.zoneout if self.zoneout_c is None else self.zoneout_c)
+                       if self.cell == "lstm" else 0.0)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,29 @@ changes at evaluation in expectation. What each rate drops:
   is untouched); for Elman and GRU it also drops the GRU's ``z * h_{t-1}``
   carry-through (use ``weight_drop`` to keep the memory intact), and it turns
   the fast recurrence off.
+- ``candidate``: recurrent dropout without memory loss (Semeniuta, Severyn &
+  Barth 2016, "Recurrent dropout without memory loss", sec. 3): the candidate
+  update is dropped, LSTM's ``c_t = f c_{t-1} + i d(g)``, GRU's ``h_t = (1 - z)
+  d(n) + z h_{t-1}``, so the memory ``c_{t-1}`` / ``h_{t-1}`` is never
+  dropped (unlike ``recurrent``, which drops ``h_{t-1}`` itself: GRU's
+  carry-through included). The paper uses a mask per step or per sequence;
+  jrnn samples one per sequence ``[B, H]`` (as Gal's), so the truncating and
+  checkpointed BPTT estimators take it. LSTM and GRU cells only (it reads
+  their gates through their fast rule); no fast recurrence.
+- ``zoneout`` (``h``), ``zoneout_c`` (an LSTM's ``c``): zoneout (Krueger et
+  al. 2017, "Zoneout: regularizing RNNs by randomly preserving hidden
+  activations", sec. 3, eq. for the LSTM): each unit keeps its previous value
+  with probability ``p``, ``s_t = d s_{t-1} + (1 - d) s_new``, a fresh mask
+  ``d`` ``[T, B, H]`` at every step and for every sequence, separately for
+  ``c`` and ``h`` (both from the step's un-zoned ``c``, as in the paper). At
+  evaluation the expectation, ``s_t = p s_{t-1} + (1 - p) s_new``: the model
+  :func:`dropout` returns has that cell (its ``regularise`` the masked one), so
+  evaluation, validation and generation use it. The per-step masks travel with
+  the projected inputs (``project`` appends them to ``xp``, ``step`` splits
+  them off), so they are exact under every estimator that unrolls the whole
+  batch in one scan (full, truncated, randomized, ES, PES); tbptt and
+  checkpointed (which split the sequence) and RTRL, UORO, SnAp-1 (one step,
+  one example at a time) refuse it. No fast recurrence (train or evaluation).
 """
 
 from __future__ import annotations
@@ -46,7 +69,7 @@ from .cells import Cell, LSTMState, stack
 from .models import Model
 
 __all__ = ["Dropout", "Masks", "dropout", "sample_masks", "apply_masks", "check_estimator",
-           "MASK_STREAM"]
+           "zoneout_cell", "MASK_STREAM"]
 
 MASK_STREAM = 0x6D61736B  # fold_in(step_key, MASK_STREAM) seeds the masks: the estimator's key is untouched
 
@@ -60,6 +83,9 @@ class Dropout(NamedTuple):
     recurrent: float = 0.0
     between: float = 0.0
     output: float = 0.0
+    candidate: float = 0.0
+    zoneout: float = 0.0
+    zoneout_c: float = 0.0
 
     def check(self) -> "Dropout":
         for name, p in self._asdict().items():
@@ -102,19 +128,117 @@ def _mask_h(carry, m):
                     f"{type(carry).__name__}")
 
 
-def _masked_cell(cell: Cell, m_x, m_h) -> Cell:
-    """``cell`` with its input (``m_x`` ``[B, D]``) and recurrent input (``m_h`` ``[B, H]``)
-    multiplied by per-sequence masks (``None``: none)."""
-    if m_x is None and m_h is None:
+def _candidate_step(cell: Cell, m):
+    """``cell.step`` with the candidate update multiplied by ``m`` ``[B, H]`` (Semeniuta et
+    al. 2016): LSTM ``c = f c_prev + i (g m)``, GRU ``h = (1 - z) (n m) + z h_prev``.
+
+    The gates are the cell's own: its fast rule's ``forward`` returns them
+    (LSTM: the activations ``[i, f, g, o]``; GRU: ``(rz, n, .)``).
+    """
+    fast, H = cell.fast, cell.hidden_size
+
+    def gates(p, carry, xp):
+        return fast.forward(p, carry, xp, fast.read(carry) @ p[fast.weight])[2]
+
+    if cell.name == "lstm":
+        def step(p, carry, xp):
+            i, f, g, o = jnp.split(gates(p, carry, xp), 4, axis=-1)
+            c = f * carry.c + i * (g * m)
+            h = o * jnp.tanh(c)
+            return LSTMState(h=h, c=c), h
+    else:
+        def step(p, h, xp):
+            rz, n, _ = gates(p, h, xp)
+            z = rz[..., H:]
+            h = (1.0 - z) * (n * m) + z * h
+            return h, h
+    return step
+
+
+def _check_candidate(cell: Cell) -> None:
+    if cell.name not in ("lstm", "gru") or cell.fast is None:
+        raise ValueError(f"candidate dropout (Semeniuta et al.) acts on the candidate of an lstm "
+                         f"or gru cell; cell {cell.name!r} has none jrnn can reach (use "
+                         f"recurrent= or zoneout= with it)")
+
+
+def _zone(old, new, d_h, d_c):
+    """``d old + (1 - d) new`` per unit: ``d`` ``0/1`` (train) or ``p`` (evaluation)."""
+    mix = lambda a, b, d: a if d is None else d * a + (1.0 - d) * b  # noqa: E731  (d = 1: a exactly)
+    if isinstance(new, LSTMState):
+        return LSTMState(h=mix(old.h, new.h, d_h), c=mix(old.c, new.c, d_c))
+    if d_c is not None:
+        raise ValueError("zoneout_c acts on an LSTM's memory c; this cell's carry has none")
+    if isinstance(new, jax.Array) or hasattr(new, "shape"):
+        return mix(old, new, d_h)
+    raise TypeError(f"zoneout needs a carry that is h or an LSTMState, got {type(new).__name__}")
+
+
+def _output(carry):
+    return carry.h if isinstance(carry, LSTMState) else carry
+
+
+def zoneout_cell(cell: Cell, p_h: float = 0.0, p_c: float = 0.0) -> Cell:
+    """``cell`` at zoneout's evaluation: ``s_t = p s_{t-1} + (1 - p) s_new`` per unit
+    (``p_h`` on ``h``, ``p_c`` on an LSTM's ``c``; Krueger et al. 2017), the expectation
+    of the trained update. A layer at a time (not a stack); no fast recurrence."""
+    d_h, d_c = (None if not p else p for p in (p_h, p_c))
+    if d_h is None and d_c is None:
         return cell
+
+    def step(p, c, xp):
+        new, _ = cell.step(p, c, xp)
+        new = _zone(c, new, d_h, d_c)
+        return new, _output(new)
+
+    return cell._replace(step=step, fast=None)
+
+
+def _zoned_cell(cell: Cell, d_h, d_c) -> Cell:
+    """``cell`` trained with per-step zoneout masks ``d_h``, ``d_c`` ``[T, B, H]`` (1: keep the
+    previous value): ``project`` appends them to ``xp`` so the scan hands each step its own."""
+    ds = [d for d in (d_h, d_c) if d is not None]
+    lead, H = ds[0].shape[:-1], cell.hidden_size
+
+    def project(p, xs):
+        xp = cell.project(p, xs)
+        if tuple(xp.shape[:-1]) != tuple(lead):
+            raise ValueError(
+                f"zoneout's per-step masks cover [T, B] = {tuple(lead)} but the cell projects "
+                f"inputs of shape {tuple(jnp.shape(xs))}: the whole batch must be unrolled in one "
+                f"scan (full, truncated, randomized, es, pes; not tbptt, checkpointed or the "
+                f"online estimators, nor a stack run step by step)")
+        return jnp.concatenate([xp] + [d.astype(xp.dtype) for d in ds], axis=-1)
+
+    def step(p, c, xp):
+        k = len(ds) * H
+        masks = iter(jnp.split(xp[..., -k:], len(ds), axis=-1))
+        new, _ = cell.step(p, c, xp[..., :-k])
+        new = _zone(c, new, next(masks) if d_h is not None else None,
+                    next(masks) if d_c is not None else None)
+        return new, _output(new)
+
+    return cell._replace(project=project, step=step, fast=None)
+
+
+def _masked_cell(cell: Cell, m_x, m_h, m_g=None, zone=(None, None)) -> Cell:
+    """``cell`` with its input (``m_x`` ``[B, D]``), its recurrent input (``m_h`` ``[B, H]``)
+    and its candidate (``m_g`` ``[B, H]``) multiplied by per-sequence masks, and zoned by the
+    per-step masks ``zone = (d_h, d_c)`` ``[T, B, H]`` (``None``: none)."""
+    if m_x is None and m_h is None and m_g is None and zone == (None, None):
+        return cell
+    inner = cell.step if m_g is None else _candidate_step(cell, m_g)
 
     def project(p, xs):
         return cell.project(p, xs if m_x is None else xs * m_x)
 
     def step(p, c, xp):
-        return cell.step(p, c if m_h is None else _mask_h(c, m_h), xp)
+        return inner(p, c if m_h is None else _mask_h(c, m_h), xp)
 
-    return cell._replace(project=project, step=step, fast=cell.fast if m_h is None else None)
+    plain = m_h is None and m_g is None
+    out = cell._replace(project=project, step=step, fast=cell.fast if plain else None)
+    # zoneout outermost: a unit keeps its true previous value, not the dropped h_{t-1}
+    return out if zone == (None, None) else _zoned_cell(out, *zone)
 
 
 class Masks(NamedTuple):
@@ -127,6 +251,9 @@ class Masks(NamedTuple):
         below's output (``between``).
       recurrent: per layer, ``[B, H_l]`` on ``h_{t-1}``.
       output: ``[B, H]`` on the top layer's output, before the head.
+      candidate: per layer, ``[B, H_l]`` on the candidate update (inverted).
+      zoneout: per layer, ``(d_h, d_c)``, each ``[T, B, H_l]`` or ``None``: 1 where a
+        unit keeps its previous value (not inverted).
     """
 
     weight: list
@@ -134,10 +261,17 @@ class Masks(NamedTuple):
     inputs: list
     recurrent: list
     output: jax.Array | None
+    candidate: list | None = None
+    zoneout: list | None = None
 
 
-def sample_masks(model: Model, rates: Dropout, key, batch_size: int) -> Masks:
-    """The masks of one batch of ``batch_size`` sequences, from ``key`` (float32)."""
+ZONEOUT_STREAM, CANDIDATE_STREAM = 1, 2  # fold_in(key, .): the earlier masks keep their keys
+
+
+def sample_masks(model: Model, rates: Dropout, key, batch_size: int,
+                 num_steps: int | None = None) -> Masks:
+    """The masks of one batch of ``batch_size`` sequences of ``num_steps`` steps (``num_steps``
+    only for zoneout's per-step masks), from ``key`` (float32)."""
     cell, dtype = model.cell, jnp.float32
     layers = cell.layers or (cell,)
     keys = iter(jax.random.split(key, 3 * len(layers) + 2))
@@ -157,12 +291,26 @@ def sample_masks(model: Model, rates: Dropout, key, batch_size: int) -> Masks:
     embedding = (_keep(k_e, rates.embedding, (model.input_size,), dtype)
                  if rates.embedding and model.tokens else None)
     output = _keep(k_o, rates.output, (B, cell.hidden_size), dtype) if rates.output else None
-    return Masks(weight, embedding, inputs, recurrent, output)
+    k_g = jax.random.split(jax.random.fold_in(key, CANDIDATE_STREAM), len(layers))
+    candidate = [_keep(k, rates.candidate, (B, c.hidden_size), dtype) if rates.candidate else None
+                 for k, c in zip(k_g, layers)]
+    zoneout = [(None, None)] * len(layers)
+    if rates.zoneout or rates.zoneout_c:
+        if num_steps is None:
+            raise ValueError("zoneout samples a mask per step: give num_steps (the batch's T)")
+        k_z = jax.random.split(jax.random.fold_in(key, ZONEOUT_STREAM), (len(layers), 2))
+        zoneout = [tuple(jax.random.bernoulli(k, p, (num_steps, B, c.hidden_size)).astype(dtype)
+                         if p else None for k, p in zip(kl, (rates.zoneout, rates.zoneout_c)))
+                   for kl, c in zip(k_z, layers)]
+    return Masks(weight, embedding, inputs, recurrent, output, candidate, zoneout)
 
 
 def apply_masks(model: Model, masks: Masks):
     """``(transform, model')``: the params transform (weight and embedding masks) and the
-    model with the per-sequence masks inside its cell and head."""
+    model with the per-sequence and per-step masks inside its cell and head.
+
+    ``model`` is the plain model (not the one :func:`dropout` returns, whose cell
+    may be zoneout's evaluation cell)."""
     cell = model.cell
     layers = cell.layers or (cell,)
 
@@ -179,7 +327,9 @@ def apply_masks(model: Model, masks: Masks):
             out.append(p)
         return {**params, "cell": tuple(out) if cell.layers else out[0]}
 
-    wrapped = [_masked_cell(c, masks.inputs[l], masks.recurrent[l]) for l, c in enumerate(layers)]
+    n = len(layers)
+    wrapped = [_masked_cell(c, masks.inputs[l], masks.recurrent[l], (masks.candidate or [None] * n)[l],
+                            (masks.zoneout or [(None, None)] * n)[l]) for l, c in enumerate(layers)]
     head = model.head
     if masks.output is not None:
         head = lambda p, h: model.head(p, h * masks.output)  # noqa: E731  [T, B, H] or [B, H]
@@ -193,12 +343,15 @@ def dropout(model: Model, rates: Dropout | None = None, **kw) -> Model:
     Args:
       model: a :class:`~jrnn.models.Model` whose cell is a built-in cell or a
         :func:`~jrnn.cells.stack` of them (``weight_drop`` needs a hidden-to-hidden
-        matrix in each layer's params, ``embedding`` a token model's input matrix).
+        matrix in each layer's params, ``embedding`` a token model's input matrix,
+        ``candidate`` lstm or gru layers, ``zoneout_c`` lstm layers).
       rates: a :class:`Dropout`, or its fields as keywords.
 
     Returns:
       the same model with ``regularise`` set (the train step samples the masks;
-      evaluation ignores it). All rates 0 returns ``model`` unchanged.
+      evaluation ignores it), and with zoneout its cell replaced by zoneout's
+      evaluation cell (:func:`zoneout_cell`, layer by layer). All rates 0
+      returns ``model`` unchanged.
     """
     if rates is None:
         rates = Dropout(**kw)
@@ -208,33 +361,58 @@ def dropout(model: Model, rates: Dropout | None = None, **kw) -> Model:
     if not any(rates):
         return model
     cell = model.cell
+    layers = cell.layers or (cell,)
     if rates.weight_drop:
-        for c in cell.layers or (cell,):
+        for c in layers:
             _weight_key(c)  # raises if a layer has no hidden-to-hidden matrix
     if rates.embedding and not model.tokens:
         raise ValueError("embedding dropout needs a token model (its inputs are ids)")
     if rates.embedding:
-        _input_key((cell.layers or (cell,))[0])
+        _input_key(layers[0])
     if rates.inputs and model.tokens:
         raise ValueError("inputs dropout is for float inputs; a token model takes embedding=")
+    if rates.candidate:
+        for c in layers:
+            _check_candidate(c)
+    if rates.zoneout_c:
+        for c in layers:
+            if not isinstance(jax.eval_shape(lambda: c.initial_carry(())), LSTMState):
+                raise ValueError(f"zoneout_c acts on an LSTM's memory c; layer {c.name!r} has "
+                                 f"none (zoneout= acts on h)")
 
     def regularise(key, batch):
-        return apply_masks(model, sample_masks(model, rates, key, jnp.shape(batch.inputs)[1]))
+        T, B = jnp.shape(batch.inputs)[:2]
+        return apply_masks(model, sample_masks(model, rates, key, B, T))
 
     regularise.rates = rates
-    return model._replace(regularise=regularise)
+    evaluated = cell
+    if rates.zoneout or rates.zoneout_c:
+        zoned = [zoneout_cell(c, rates.zoneout, rates.zoneout_c) for c in layers]
+        evaluated = stack(zoned) if cell.layers else zoned[0]
+    return model._replace(cell=evaluated, regularise=regularise)
 
 
 PER_EXAMPLE = ("rtrl", "uoro", "snap1")  # estimators that run the cell one example at a time
+SPLIT = ("tbptt", "checkpointed")  # estimators that unroll the sequence in pieces
 
 
 def check_estimator(model: Model, estimator) -> None:
     """Refuse per-sequence masks with an estimator that runs the cell per example (under
-    ``vmap``, where a ``[B, ...]`` mask cannot be told which example it belongs to)."""
+    ``vmap``, where a ``[B, ...]`` mask cannot be told which example it belongs to), and
+    zoneout's per-step masks with one that does not unroll the whole batch in one scan."""
     rates = getattr(model.regularise, "rates", None)
-    if rates is None or estimator.name.partition(":")[0] not in PER_EXAMPLE:
+    if rates is None:
         return
-    per_sequence = [n for n in ("inputs", "recurrent", "between", "output") if getattr(rates, n)]
+    name = estimator.name.partition(":")[0]
+    if (rates.zoneout or rates.zoneout_c) and name in PER_EXAMPLE + SPLIT:
+        raise ValueError(
+            f"{estimator.name} {'splits the sequence' if name in SPLIT else 'runs one step at a time'}"
+            f", so it cannot take zoneout's per-step masks (they travel with the whole batch's "
+            f"projected inputs); use full, truncated:K, randomized:P, es or pes with zoneout")
+    if name not in PER_EXAMPLE:
+        return
+    per_sequence = [n for n in ("inputs", "recurrent", "between", "output", "candidate")
+                    if getattr(rates, n)]
     if per_sequence:
         raise ValueError(
             f"{estimator.name} runs the cell one example at a time, so it cannot take the "
