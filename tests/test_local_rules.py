@@ -255,3 +255,21 @@ def test_parse_carry_and_argument_checks():
     with pytest.raises(ValueError, match="batch"):
         est.value_and_grad(model, params, bad, batch, None)
     assert isinstance(est.init_carry(model, params, (B,)), LocalCarry)
+
+
+def test_eprop_trace_is_snap1_influence():
+    """The docstring's claim: e-prop's trace follows SnAp-1's compact influence for this cell
+    (both keep diag(J) and the immediate Jacobian on the one-step pattern)."""
+    from jax.flatten_util import ravel_pytree
+
+    model, params, batch = model_for("leaky"), rand_params(10), rand_batch(11)
+
+    def run(p):
+        ep, sn = eprop(), G.snap1()
+        c_e = ep.value_and_grad(model, p, ep.init_carry(model, p, (B,)), batch, None)[2]
+        c_s = sn.value_and_grad(model, p, sn.init_carry(model, p, (B,)), batch, None)[2]
+        return jax.vmap(lambda tr: ravel_pytree(tr)[0])(c_e.trace), c_s.influence[:, 0]
+
+    trace, influence = _jit(run)(params)
+    np.testing.assert_allclose(np.asarray(trace), np.asarray(influence), **TOL)
+    assert float(jnp.abs(influence).max()) > 1e-2

@@ -38,7 +38,8 @@ References: Marschall, Cho & Savin 2020, "A unified framework of online
   learning algorithms for training recurrent neural networks" (JMLR 21);
   the authors' code, github.com/omarschall/vanilla-rtrl,
   ``learning_algorithms/RFLO.py`` (``B = (1 - alpha) B + alpha phi'(h) a_hat``,
-  ``q_i B_ij``), which this module's RFLO equals.
+  ``q_i B_ij``), whose update this module's RFLO follows (tested against a
+  NumPy loop of the same equations).
 """
 
 from __future__ import annotations
