@@ -254,7 +254,7 @@ def eprop() -> GradientEstimator:
     diagonal of the step's Jacobian ``J_ii = 1 - a_i + a_i phi'(u_{t,i})
     W_hh[i, i]``, and gradient ``sum_t w_t q_{t,i} e_t[j, i]`` with the exact
     learning signal ``q_t = dl_t / dh_t`` (the readout's transpose: symmetric
-    e-prop). The trace is the influence SnAp-1 keeps for this cell; the
+    e-prop). The trace is the influence SnAp-1 keeps for this cell (tested); the
     gradients differ because :func:`jrnn.grads.snap1` reads the history term
     through the full ``J_t`` (``q_t J_t M_{t-1}``) where e-prop uses
     ``q_t diag(J_t) e_{t-1}``.
