@@ -13,9 +13,20 @@ best below the unregularised GRU's 8.71.
 Training perplexity is the train step's own (with dropout on, so it
 overstates what the trained model does on its training data).
 
+``--corpus full``: the larger corpus, the whole Time Machine (d2l-preprocessed,
+~170k characters, the last 10% held out), a 2-layer LSTM-256 (B 32, T 35,
+sequential batches with the state carried, Adam 2e-3, clip 1: SGD needs far
+more epochs than the budget here), with and without the main regularisers;
+validation perplexity over the held-out tail (32 x 35 sequential batches) at
+every epoch end, and the train step's tokens/s, so each regulariser's cost
+shows beside its effect. Epochs (``--epochs``, default 10) are scaled so the
+whole table takes about 25 minutes on 2 loaded CPU cores; it goes to
+``<out>/full/``.
+
 Usage::
 
     JRNN_DATA_DIR=../shared/data python experiments/regularisation.py [--only gru,gru-wd0.5] [--quick]
+    JRNN_DATA_DIR=../shared/data python experiments/regularisation.py --corpus full [--epochs 10]
 
 Runs are added to (or replace their entry in) ``<out>/results.json``, so
 ``--only`` reruns pieces; ``results.md`` and ``validation.png`` are rebuilt
@@ -34,8 +45,10 @@ import time
 import d2l_timemachine as d2l  # this directory is on sys.path (script or pytest rootdir-less import)
 import jax
 import numpy as np
+import provenance
 
 import jrnn
+from jrnn import data
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "regularisation")
 
@@ -60,6 +73,7 @@ RUNS = [
     ("lstm", "lstm", {}, 256, None),
     ("lstm-rec0.25", "lstm", {"recurrent": 0.25}, 256, None),
     ("lstm-wd0.7-out0.3", "lstm", {"weight_drop": 0.7, "output": 0.3}, 256, None),
+    ("lstm-zo0.05-0.5", "lstm", {"zoneout": 0.05, "zoneout_c": 0.5}, 256, None),
     ("deep-lstm", "deep-lstm", {}, 256, None),
     ("deep-lstm-wd0.5-btw0.3-out0.3", "deep-lstm",
      {"weight_drop": 0.5, "between": 0.3, "output": 0.3}, 256, None),
@@ -68,6 +82,18 @@ RUNS = [
 ]
 QUICK_RUNS = [("gru", "gru", {}, 32, None),
               ("gru-wd0.5-out0.3", "gru", {"weight_drop": 0.5, "output": 0.3}, 32, None)]
+
+# --corpus full: (run name, jrnn.regularise.Dropout fields) for a 2-layer LSTM-256. Zoneout at
+# Krueger et al.'s character-level rates (c 0.5, h 0.05); the combination is the d2l table's best kind
+FULL_RUNS = [
+    ("none", {}),
+    ("between0.3", {"between": 0.3}),
+    ("wd0.5-out0.3", {"weight_drop": 0.5, "output": 0.3}),
+    ("zoneout", {"zoneout": 0.05, "zoneout_c": 0.5}),
+    ("wd0.5-btw0.3-out0.3", {"weight_drop": 0.5, "between": 0.3, "output": 0.3}),
+]
+FULL_QUICK_RUNS = [("none", {}), ("zoneout", {"zoneout": 0.05, "zoneout_c": 0.5})]
+FULL_LR, FULL_B, FULL_T = 2e-3, 32, 35
 
 
 def summarise(curve) -> dict:
@@ -129,7 +155,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 2 GRU-32 runs on the first 2,000 characters")
     ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--corpus", choices=("d2l", "full"), default="d2l",
+                    help="d2l: the book's first 10,000 characters (default); full: the whole Time "
+                         "Machine, 2-layer LSTM-256 (written to <out>/full)")
     args = ap.parse_args(argv)
+    if args.corpus == "full":
+        return main_full(args)
     epochs = args.epochs or (4 if args.quick else 500)
     jrnn.reuse_host_memory()  # before any JAX computation
 
@@ -183,6 +214,115 @@ def main(argv=None) -> int:
     (pathlib.Path(args.out) / "results.md").write_text(md + "\n")
     plot(runs, os.path.join(args.out, "validation.png"))
     print("\n" + md)
+    return 0
+
+
+def run_full(rates: dict, hidden: int, train, val, vocab, epochs: int, seed: int) -> dict:
+    """One 2-layer LSTM of the larger-corpus table through ``jrnn.fit``: its curves, best / final
+    validation perplexity and the median tokens/s of its epochs (the first, compiling, left out)."""
+    model = jrnn.language_model(jrnn.stack([jrnn.lstm(hidden), jrnn.lstm(hidden)]), len(vocab))
+    if rates:
+        model = jrnn.regularise.dropout(model, **rates)
+    B, T = FULL_B, FULL_T
+    loop = jrnn.LoopConfig(epochs=epochs, seed=seed, steps_per_epoch=data.num_batches(
+        len(train), B, T, "sequential"), log_every=10_000)
+    vb = min(B, (len(val) - T - 1) // T)  # the held-out tail in B rows (fewer for --quick)
+    t0 = time.perf_counter()
+    res = jrnn.fit(model, jrnn.make_optimizer("adam", FULL_LR, 1.0),
+                   lambda ep: data.batches(train, B, T, "sequential", seed=seed, epoch=ep),
+                   batch_size=B, validate=jrnn.held_out(model, lambda: data.sequential_batches(
+                       val, vb, T, 0)), config=loop)
+    wall = time.perf_counter() - t0
+    tr = [h for h in res.history if "train_ppl" in h]
+    va = [h for h in res.history if "val_ppl" in h]
+    tps = [h["tokens_per_s"] for h in tr]
+    r = {"train_ppl": tr[-1]["train_ppl"], "tokens_per_s": float(np.median(tps[1:] or tps)),
+         "seconds": wall, "sample": vocab.decode(jrnn.predict(model, res.state.params,
+                                                               vocab.encode("time traveller"), 50)),
+         "curve": {"epoch": [h["epoch"] + 1 for h in tr], "train_ppl": [h["train_ppl"] for h in tr],
+                   "val_ppl": [h["val_ppl"] for h in va]}}
+    r.update(summarise(r["curve"]))
+    return r
+
+
+def full_table(res: dict) -> str:
+    env, runs = res["env"], res["runs"]
+    head = (f"Measured {env['date']}; {env['data']}; 2-layer LSTM-{env['hidden']}, batch {FULL_B}, "
+            f"{FULL_T} steps, sequential batches with the state carried, Adam {FULL_LR:g}, clip 1, "
+            f"{env['epochs']} epochs, validation at every epoch end. tokens/s: the train step's "
+            f"(median over epochs 2..), one run each, on the machine below.")
+    base = runs.get("none", {}).get("tokens_per_s")
+    lines = [head, "", "| run | dropout | best val ppl (epoch) | final val ppl | final / best | "
+             "train ppl (dropout on) | tokens/s | vs none | s |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        rates = ", ".join(f"{k} {v:g}" for k, v in r["dropout"].items()) or "none"
+        ratio = f"{r['tokens_per_s'] / base:.2f}" if base else ""
+        lines.append(f"| {name} | {rates} | {r['best_val_ppl']:.2f} ({r['best_epoch']}) | "
+                     f"{r['val_ppl']:.2f} | {r['final_over_best']:.2f} | {r['train_ppl']:.2f} | "
+                     f"{r['tokens_per_s']:,.0f} | {ratio} | {r['seconds']:.0f} |")
+    return "\n".join(lines + ["", provenance.footer(res)])
+
+
+def full_plot(res: dict, path: str) -> bool:
+    plt = provenance.pyplot()
+    if plt is None:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in res["runs"].items():
+        v = r["curve"]["val_ppl"]
+        ax.plot(range(1, len(v) + 1), v, marker=".", label=name, lw=2.0 if not r["dropout"] else 1.2)
+    ax.set_xlabel("epoch"); ax.set_ylabel("validation perplexity")
+    ax.set_title(f"full Time Machine, 2-layer LSTM-{res['env']['hidden']}")
+    ax.grid(alpha=0.3); ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def main_full(args) -> int:
+    """``--corpus full``: the larger-corpus table (module docstring)."""
+    epochs = args.epochs or (2 if args.quick else 10)
+    hidden = 16 if args.quick else 256
+    all_runs = FULL_QUICK_RUNS if args.quick else FULL_RUNS
+    only = set(filter(None, args.only.split(",")))
+    unknown = only - {r[0] for r in all_runs}
+    if unknown:
+        raise SystemExit(f"unknown runs {sorted(unknown)}; known: {[r[0] for r in all_runs]}")
+    jrnn.reuse_host_memory()
+    corpus, vocab = data.load_corpus(data.time_machine(), max_tokens=4_000 if args.quick else -1)
+    train, val = data.split(corpus, 0.1)
+    env = {"date": time.strftime("%Y-%m-%d"), "epochs": epochs, "hidden": hidden, "quick": args.quick,
+           "data": f"{'first 4,000 chars of ' if args.quick else 'the whole '}The Time Machine "
+                   f"(d2l-preprocessed, {len(corpus):,} chars, vocab {len(vocab)}); train {len(train):,} "
+                   f"/ validation {len(val):,} (last 10%)"}
+    out = os.path.join(args.out, "full")
+    os.makedirs(out, exist_ok=True)
+    path = pathlib.Path(out) / "results.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    same = bool(stored) and {k: stored["env"].get(k) for k in env if k != "date"} == \
+        {k: v for k, v in env.items() if k != "date"}
+    res = {"env": env, "machine": provenance.machine(),
+           "runs": dict(stored["runs"]) if same else {}, "total_seconds": 0.0}
+    print(f"{env['data']}; {res['machine']['cpu']} (load {res['machine']['load']:.1f}); "
+          f"{epochs} epochs", flush=True)
+    t_all = time.perf_counter()
+    for name, rates in all_runs:
+        if only and name not in only:
+            continue
+        print(f"== {name}: dropout {rates or 'none'}", flush=True)
+        r = run_full(rates, hidden, train, val, vocab, epochs, args.seed)
+        r["dropout"] = rates
+        res["runs"][name] = r
+        print(f"   best val {r['best_val_ppl']:.2f} (epoch {r['best_epoch']}), final {r['val_ppl']:.2f}; "
+              f"{r['tokens_per_s']:,.0f} tokens/s; {r['seconds']:.0f} s; {r['sample']!r}", flush=True)
+        res["runs"] = {n: res["runs"][n] for n, _ in all_runs if n in res["runs"]}
+        res["total_seconds"] = time.perf_counter() - t_all
+        path.write_text(json.dumps(res, indent=1))  # after every run: a long sweep keeps its part
+    res["total_seconds"] = time.perf_counter() - t_all
+    provenance.save(res, out, "validation.png", full_plot,
+                    lambda r, p: pathlib.Path(p).write_text(full_table(r) + "\n"))
+    print("\n" + full_table(res))
     return 0
 
 

@@ -164,7 +164,7 @@ def _check_candidate(cell: Cell) -> None:
 
 def _zone(old, new, d_h, d_c):
     """``d old + (1 - d) new`` per unit: ``d`` ``0/1`` (train) or ``p`` (evaluation)."""
-    mix = lambda a, b, d: a if d is None else d * a + (1.0 - d) * b  # noqa: E731  (d = 1: a exactly)
+    mix = lambda a, b, d: b if d is None else d * a + (1.0 - d) * b  # noqa: E731  (d = 1: a exactly)
     if isinstance(new, LSTMState):
         return LSTMState(h=mix(old.h, new.h, d_h), c=mix(old.c, new.c, d_c))
     if d_c is not None:
@@ -172,6 +172,15 @@ def _zone(old, new, d_h, d_c):
     if isinstance(new, jax.Array) or hasattr(new, "shape"):
         return mix(old, new, d_h)
     raise TypeError(f"zoneout needs a carry that is h or an LSTMState, got {type(new).__name__}")
+
+
+def _has_c(cell: Cell) -> bool:
+    return isinstance(jax.eval_shape(lambda: cell.initial_carry(())), LSTMState)
+
+
+def _zoneout_rates(cell: Cell, rates: Dropout):
+    """``(p_h, p_c)`` of one layer: ``zoneout_c`` acts on the layers that have a memory ``c``."""
+    return rates.zoneout, rates.zoneout_c if _has_c(cell) else 0.0
 
 
 def _output(carry):
@@ -225,7 +234,8 @@ def _masked_cell(cell: Cell, m_x, m_h, m_g=None, zone=(None, None)) -> Cell:
     """``cell`` with its input (``m_x`` ``[B, D]``), its recurrent input (``m_h`` ``[B, H]``)
     and its candidate (``m_g`` ``[B, H]``) multiplied by per-sequence masks, and zoned by the
     per-step masks ``zone = (d_h, d_c)`` ``[T, B, H]`` (``None``: none)."""
-    if m_x is None and m_h is None and m_g is None and zone == (None, None):
+    zoned = any(d is not None for d in zone)
+    if m_x is None and m_h is None and m_g is None and not zoned:
         return cell
     inner = cell.step if m_g is None else _candidate_step(cell, m_g)
 
@@ -238,7 +248,7 @@ def _masked_cell(cell: Cell, m_x, m_h, m_g=None, zone=(None, None)) -> Cell:
     plain = m_h is None and m_g is None
     out = cell._replace(project=project, step=step, fast=cell.fast if plain else None)
     # zoneout outermost: a unit keeps its true previous value, not the dropped h_{t-1}
-    return out if zone == (None, None) else _zoned_cell(out, *zone)
+    return _zoned_cell(out, *zone) if zoned else out
 
 
 class Masks(NamedTuple):
@@ -300,7 +310,7 @@ def sample_masks(model: Model, rates: Dropout, key, batch_size: int,
             raise ValueError("zoneout samples a mask per step: give num_steps (the batch's T)")
         k_z = jax.random.split(jax.random.fold_in(key, ZONEOUT_STREAM), (len(layers), 2))
         zoneout = [tuple(jax.random.bernoulli(k, p, (num_steps, B, c.hidden_size)).astype(dtype)
-                         if p else None for k, p in zip(kl, (rates.zoneout, rates.zoneout_c)))
+                         if p else None for k, p in zip(kl, _zoneout_rates(c, rates)))
                    for kl, c in zip(k_z, layers)]
     return Masks(weight, embedding, inputs, recurrent, output, candidate, zoneout)
 
@@ -344,7 +354,8 @@ def dropout(model: Model, rates: Dropout | None = None, **kw) -> Model:
       model: a :class:`~jrnn.models.Model` whose cell is a built-in cell or a
         :func:`~jrnn.cells.stack` of them (``weight_drop`` needs a hidden-to-hidden
         matrix in each layer's params, ``embedding`` a token model's input matrix,
-        ``candidate`` lstm or gru layers, ``zoneout_c`` lstm layers).
+        ``candidate`` lstm or gru layers; ``zoneout_c`` acts on the layers with a
+        memory ``c`` and needs one).
       rates: a :class:`Dropout`, or its fields as keywords.
 
     Returns:
@@ -374,11 +385,9 @@ def dropout(model: Model, rates: Dropout | None = None, **kw) -> Model:
     if rates.candidate:
         for c in layers:
             _check_candidate(c)
-    if rates.zoneout_c:
-        for c in layers:
-            if not isinstance(jax.eval_shape(lambda: c.initial_carry(())), LSTMState):
-                raise ValueError(f"zoneout_c acts on an LSTM's memory c; layer {c.name!r} has "
-                                 f"none (zoneout= acts on h)")
+    if rates.zoneout_c and not any(_has_c(c) for c in layers):
+        raise ValueError(f"zoneout_c acts on an LSTM's memory c; cell {cell.name!r} has none "
+                         f"(zoneout= acts on h)")
 
     def regularise(key, batch):
         T, B = jnp.shape(batch.inputs)[:2]
@@ -387,7 +396,7 @@ def dropout(model: Model, rates: Dropout | None = None, **kw) -> Model:
     regularise.rates = rates
     evaluated = cell
     if rates.zoneout or rates.zoneout_c:
-        zoned = [zoneout_cell(c, rates.zoneout, rates.zoneout_c) for c in layers]
+        zoned = [zoneout_cell(c, *_zoneout_rates(c, rates)) for c in layers]
         evaluated = stack(zoned) if cell.layers else zoned[0]
     return model._replace(cell=evaluated, regularise=regularise)
 
