@@ -273,3 +273,17 @@ def test_eprop_trace_is_snap1_influence():
     trace, influence = _jit(run)(params)
     np.testing.assert_allclose(np.asarray(trace), np.asarray(influence), **TOL)
     assert float(jnp.abs(influence).max()) > 1e-2
+
+
+def test_token_inputs_enter_as_one_hot_rows():
+    """A language model (token ids, vocabulary V): with a diagonal W_hh e-prop still equals
+    full BPTT, so the ids' one-hot rows are the trace's input part."""
+    V = 5
+    model = jrnn.language_model(jrnn.elman(H, dtype=F64), V)
+    p = jax.tree.map(lambda a: jnp.asarray(a, F64), model.init(jax.random.key(1)))
+    p["cell"]["W_hh"] = jnp.diag(jnp.diag(p["cell"]["W_hh"]) + 0.5)
+    rng = np.random.default_rng(12)
+    batch = Batch(rng.integers(0, V, (T, B)).astype(np.int32), rng.integers(0, V, (T, B)).astype(np.int32))
+    g, full = _jit(lambda p: (_fresh(eprop(), model, p, batch), _fresh(G.full(), model, p, batch)))(p)
+    assert_tree_close(g, full)
+    assert float(jnp.abs(g["cell"]["W_xh"]).max()) > 1e-3
