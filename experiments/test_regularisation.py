@@ -66,3 +66,29 @@ def test_quick_run(tmp_path):
 def test_unknown_run_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="unknown runs"):
         reg.main(["--quick", "--only", "nope", "--out", str(tmp_path)])
+
+
+def test_full_corpus_table_rows():
+    res = {"env": {"date": "d", "data": "x", "hidden": 8, "epochs": 3},
+           "machine": {"cpu": "c", "cores": 2, "load": 1.0, "jax": "j", "device": "cpu:0"},
+           "total_seconds": 3.0, "runs": {}}
+    for name, rates, tps in (("none", {}, 2000.0), ("zoneout", {"zoneout": 0.1}, 500.0)):
+        res["runs"][name] = {"dropout": rates, "train_ppl": 2.0, "tokens_per_s": tps, "seconds": 1.0,
+                             **reg.summarise({"val_ppl": [9.0, 4.0, 5.0]})}
+    lines = reg.full_table(res).splitlines()
+    assert lines[4:6] == ["| none | none | 4.00 (2) | 5.00 | 1.25 | 2.00 | 2,000 | 1 |",
+                          "| zoneout | zoneout 0.1 | 4.00 (2) | 5.00 | 1.25 | 2.00 | 500 | 1 |"]
+    assert lines[-1].startswith("Machine: c, 2 cores (load 1.0 at start)")
+
+
+def test_full_corpus_quick_run(tmp_path):
+    assert reg.main(["--corpus", "full", "--quick", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "full" / "results.json").read_text())
+    assert list(res["runs"]) == ["none", "zoneout"] and res["env"]["hidden"] == 16
+    for r in res["runs"].values():
+        v = np.asarray(r["curve"]["val_ppl"])
+        assert len(v) == 2 and np.all(np.isfinite(v)) and r["val_ppl"] == pytest.approx(v[-1])
+        assert r["tokens_per_s"] > 0
+    # zoneout's masks act in training (its evaluation cell differs from the plain one too)
+    assert res["runs"]["none"]["curve"]["train_ppl"] != res["runs"]["zoneout"]["curve"]["train_ppl"]
+    assert "| zoneout | zoneout 0.05, zoneout_c 0.5 |" in (tmp_path / "full" / "results.md").read_text()
