@@ -55,8 +55,14 @@ def _flat_carry(state, batch_size):
     return jnp.concatenate([l.reshape(batch_size, -1) for l in leaves], axis=1)
 
 
-def _online(name: str, init_influence: Callable, update: Callable, check: Callable | None = None,
-            stochastic: bool = False) -> GradientEstimator:
+def _flat_seq(state, lead):
+    """A carry with leading dims ``lead`` (e.g. ``(T, B)``) -> ``[*lead, N]`` (ravel order)."""
+    return jnp.concatenate([l.reshape(*lead, -1) for l in jax.tree.leaves(state)], axis=-1)
+
+
+def _online(name: str, init_influence: Callable, update: Callable | None,
+            check: Callable | None = None, stochastic: bool = False,
+            run: Callable | None = None) -> GradientEstimator:
     """Builds an online estimator from its influence init and per-example update.
 
     Args:
@@ -68,6 +74,10 @@ def _online(name: str, init_influence: Callable, update: Callable, check: Callab
         configuration; called in ``init_carry`` and (at trace time) in
         ``value_and_grad``.
       stochastic: whether ``update`` uses its key (then ``key`` must not be None).
+      run: in place of ``update`` (deterministic estimators), the whole batch at
+        once: ``(s [B, N], infl, xs, ys, w [T, B], resets [T, B] | None) ->
+        (s_T, infl_T, g_cell [P], g_head, loss)``, the same sums as the
+        step-by-step scan.
     """
 
     def init_carry(model, params, batch_shape):
@@ -120,10 +130,14 @@ def _online(name: str, init_influence: Callable, update: Callable, check: Callab
                     loss + l.sum()), None
 
         zeros_head = jax.tree.map(jnp.zeros_like, params["head"])
-        (s, infl, g_th, g_head, loss), _ = jax.lax.scan(
-            body, (s, carry.influence, jnp.zeros_like(theta), zeros_head,
-                   jnp.zeros((), jnp.result_type(w.dtype, theta.dtype))),
-            (batch.inputs, batch.targets, w, keys, resets))
+        if run is not None:
+            s, infl, g_th, g_head, loss = run(s, carry.influence, batch.inputs, batch.targets, w,
+                                              resets)
+        else:
+            (s, infl, g_th, g_head, loss), _ = jax.lax.scan(
+                body, (s, carry.influence, jnp.zeros_like(theta), zeros_head,
+                       jnp.zeros((), jnp.result_type(w.dtype, theta.dtype))),
+                (batch.inputs, batch.targets, w, keys, resets))
         state = jax.vmap(unravel_s)(s)
         grads = {"cell": unravel_theta(g_th), "head": g_head}
         new = OnlineCarry(jax.lax.stop_gradient(state), jax.lax.stop_gradient(infl))
@@ -228,54 +242,234 @@ def _snap_blocks(model: Model, params) -> int:
     return K
 
 
+def _sum_rows(a):
+    """``a [B, ...] -> [...]``, the sum over the leading axis as a product with ones:
+    XLA:CPU's reduction over a major axis is ~10x slower than this matrix-vector product."""
+    return (jnp.ones((a.shape[0],), a.dtype) @ a.reshape(a.shape[0], -1)).reshape(a.shape[1:])
+
+
+def _per_unit(c, shape, H: int):
+    """``c [..., H]`` broadcast against a param of ``shape``: each entry gets the value of
+    the unit it feeds (last-axis index ``mod H``); ``[..., 1, ..., C]``, no gather where
+    ``H`` divides ``C`` (XLA:CPU runs gathers fused into large loops slowly)."""
+    if not shape:
+        return c[..., 0]
+    C = shape[-1]
+    col = c if C == H else (jnp.tile(c, C // H) if C % H == 0
+                            else jnp.take(c, np.arange(C) % H, axis=-1))
+    return col.reshape(c.shape[:-1] + (1,) * (len(shape) - 1) + (C,))
+
+
+def _diagonal_blocks(model: Model, params, K: int):
+    """``(p, prev, xp) -> D [..., K, K, H]``: the diagonal blocks
+    ``D[..., k, k', i] = d s'_{k,i} / d s_{k',i}`` of the carry Jacobian of
+    every step at once (``prev``: the carries entering the steps, leading dims
+    ``[...]``; ``xp``: their projected inputs).
+
+    With a :class:`~jrnn.cells.FastRecurrence` whose weight is ``[H, G*H]``:
+    the step is elementwise in the carry given ``zh = read(carry) @ W``, and on
+    the one-step pattern unit ``i`` reads ``zh`` only at its gate columns
+    ``g H + i``; so column ``k'`` is ONE tangent through ``forward`` (ones on
+    carry block ``k'``, ``dzh[g H + i] = W[i, g H + i] d read_i``): ``K``
+    tangents in all, no ``N x N`` matrix. Otherwise (e.g. leaky units with
+    learned time constants) the dense per-example Jacobian, its diagonal kept.
+    """
+    cell = model.cell
+    fast, H = cell.fast, cell.hidden_size
+    _, _, N, unravel_s, _, _ = _online_parts(model, params)
+    if not _has_fast_weight(cell, params):
+        def dense(p, prev, xp):
+            lead = jnp.shape(xp)[:-1]
+            flat = lambda c, x: ravel_pytree(cell.step(p, unravel_s(c), x)[0])[0]
+            J = jax.vmap(jax.jacfwd(flat))(_flat_seq(prev, lead).reshape(-1, N),
+                                           xp.reshape(-1, xp.shape[-1]))
+            D = jnp.diagonal(J.reshape(-1, K, H, K, H), axis1=2, axis2=4)  # [L, K, K, H]
+            return D.reshape(*lead, K, K, H)
+        return dense
+    G = jnp.shape(params["cell"][fast.weight])[1] // H
+    blocks = np.repeat(np.eye(K, dtype=np.float32), H, axis=1)  # [K, N]: ones on block k
+
+    def diagonal(p, prev, xp):
+        lead = jnp.shape(xp)[:-1]
+        W = p[fast.weight]
+        dW = jnp.diagonal(W.reshape(H, G, H), axis1=0, axis2=2).reshape(G * H)  # W[i, g H + i]
+        _, lin = jax.linearize(lambda c, z: _flat_seq(fast.forward(p, c, xp, z)[0], lead),
+                               prev, fast.read(prev) @ W)
+
+        def column(e):  # d s' / d s_{k'}: the carry's own path + the one through zh
+            dc = jax.tree.map(lambda a, r: jnp.broadcast_to(a.astype(r.dtype), r.shape),
+                              unravel_s(e), prev)
+            dread = jax.jvp(fast.read, (prev,), (dc,))[1]
+            return lin(dc, jnp.tile(dread, G) * dW)
+
+        cols = jax.vmap(column)(jnp.asarray(blocks))  # [K', ..., N]
+        return jnp.moveaxis(cols.reshape(K, *lead, K, H), 0, -2)  # [..., k, k', H]
+
+    return diagonal
+
+
+def _has_fast_weight(cell, params) -> bool:
+    fast, H = cell.fast, cell.hidden_size
+    if fast is None:
+        return False
+    W = params["cell"].get(fast.weight) if isinstance(params["cell"], dict) else None
+    return W is not None and jnp.ndim(W) == 2 and jnp.shape(W)[0] == H and jnp.shape(W)[1] % H == 0
+
+
+def _immediate_sums(model: Model, params, K: int):
+    """``(p, prev, xs, ct [T, B, K, N]) -> tree of [B, K, ...]``: per example ``b`` and row
+    ``k``, ``sum_t ct[t, b, k] . d s_t / d p`` (the immediate Jacobian of each step).
+
+    With a fast recurrence the cotangents go through ``forward``'s elementwise part
+    on the whole batch at once; the weight's share is then ONE batched product over
+    the steps (``read(c) (x) dzh`` summed over ``t``), ``project``'s and
+    ``extra_dzh``'s are their transposes per example. Otherwise a per-example
+    vector-Jacobian product of the steps.
+    """
+    cell = model.cell
+    fast = cell.fast
+    if not _has_fast_weight(cell, params):
+        def generic(p, prev, xs, ct):
+            def one(prev_b, xs_b, ct_b):  # [T, ...], [T, K, N] -> [K, ...]
+                T = jnp.shape(xs_b)[0]
+                _, vjp = jax.vjp(lambda p: _flat_seq(cell.step(p, prev_b, cell.project(p, xs_b))[0],
+                                                     (T,)), p)
+                return jax.vmap(lambda c: vjp(c)[0], in_axes=1)(ct_b)
+            sw = lambda a: jnp.swapaxes(a, 0, 1)
+            return jax.vmap(one)(jax.tree.map(sw, prev), sw(xs), sw(ct))
+        return generic
+
+    def structured(p, prev, xs, ct):
+        T, B = jnp.shape(ct)[:2]
+        xp, rd = cell.project(p, xs), fast.read(prev)
+        _, vjp = jax.vjp(lambda xp, zh: _flat_seq(fast.forward(p, prev, xp, zh)[0], (T, B)),
+                         xp, rd @ p[fast.weight])
+        dxp, dzh = jax.vmap(vjp, in_axes=2, out_axes=2)(ct)  # [T, B, K, G H]
+        out = jax.vmap(jax.vmap(
+            lambda x_b, c: jax.vjp(lambda p: cell.project(p, x_b), p)[1](c)[0], (None, 1)),
+            (1, 1))(xs, dxp)
+        if fast.extra_dzh is not None:
+            extra = jax.vmap(jax.vmap(lambda c: jax.vjp(fast.extra_dzh, p)[1](c)[0]))(dzh.sum(0))
+            out = jax.tree.map(jnp.add, out, extra)
+        return {**out, fast.weight: out[fast.weight] + jnp.einsum("tbr,tbkg->bkrg", rd, dzh)}
+
+    return structured
+
+
+def _snap1_run(model: Model, params, K: int):
+    """SnAp-1 on a whole batch at a BPTT-like cost (the ``run`` of :func:`_online`).
+
+    Unrolling ``M_t = D_t M_{t-1} + I_t`` (``D_t`` the diagonal blocks, ``I_t``
+    the immediate Jacobian on the pattern) in the history terms
+    ``sum_t g_t M_{t-1}`` gives ``sum_t lam_t I_t + lam_0 M_0`` with
+    ``lam_{t-1} = g_t + lam_t D_t``: BPTT with the carry Jacobian replaced by its
+    diagonal blocks. So: a forward scan for the carries, every step's local
+    derivatives at once (batched over ``[T, B]``), a backward scan of
+    ``[B, K, H]`` vectors, and ONE vector-Jacobian product of all steps for the
+    gradient (a single weight GEMM, as in BPTT). The influence carried out,
+    ``M_T = rho_0 M_0 + sum_t rho_t I_t`` (``rho_t`` the products of the later
+    ``D``'s), is one more pass (:func:`_immediate_sums`). A reset at step ``t``
+    zeroes the influence entering it, so it zeroes ``lam`` and ``rho`` across it.
+    """
+    cell = model.cell
+    H = cell.hidden_size
+    _, _, N, unravel_s, _, _ = _online_parts(model, params)
+    p, head = params["cell"], params["head"]
+    diagonal = _diagonal_blocks(model, params, K)
+    immediate = _immediate_sums(model, params, K)
+    c0 = cell.initial_carry(())
+
+    def run(s, M0, xs, ys, w, resets):
+        T, B = jnp.shape(w)
+        dt = s.dtype
+        keep = (jnp.ones((T, B), dt) if resets is None else 1 - jnp.asarray(resets, dt))
+        xp = cell.project(p, xs)
+
+        def forward(c, inp):
+            xp_t, keep_t = inp
+            if resets is not None:  # an episode starts: the initial carry
+                c = jax.tree.map(lambda a, z: jnp.where(keep_t.reshape(-1, *([1] * z.ndim)) > 0,
+                                                        a, z), c, c0)
+            return cell.step(p, c, xp_t)[0], c
+
+        cT, prev = jax.lax.scan(forward, jax.vmap(unravel_s)(s), (xp, keep))  # prev: [T, B, ...]
+
+        def local(p, head, prev):  # every step at once, from the carries entering it
+            new, h = cell.step(p, prev, cell.project(p, xs))
+            return jnp.sum(w * model.loss(model.head(head, h), ys)), new
+
+        (loss, new), vjp = jax.vjp(local, p, head, prev)
+        zeros_new = jax.tree.map(jnp.zeros_like, new)
+        gs = _flat_seq(vjp((jnp.ones_like(loss), zeros_new))[2], (T, B)).reshape(T, B, K, H)
+        D = diagonal(p, prev, xp).astype(dt)  # [T, B, K, K, H]
+
+        def backward(carry, inp):
+            lam, rho = carry  # for the carry leaving this step: [B, K, H], [B, K, K, H]
+            g_t, D_t, k_t = inp
+            k_t = k_t[:, None, None]
+            # sums over the K <= 2 blocks written out: XLA:CPU runs these tiny contractions
+            # (batch dims b, h) as einsums or reductions far slower than as plain products
+            lam_prev = k_t * (g_t + sum(lam[:, k, None] * D_t[:, k] for k in range(K)))
+            rho_prev = k_t[..., None] * sum(rho[:, :, m, None] * D_t[:, None, m] for m in range(K))
+            return (lam_prev, rho_prev), (lam, rho)
+
+        eye = jnp.broadcast_to(jnp.eye(K, dtype=dt)[None, :, :, None], (B, K, K, H))
+        (lam0, rho0), (lam, rho) = jax.lax.scan(
+            backward, (jnp.zeros((B, K, H), dt), eye), (gs, D, keep), reverse=True)
+        gp, gh, _ = vjp((jnp.ones_like(loss), jax.vmap(jax.vmap(unravel_s))(lam.reshape(T, B, N))))
+        # the influence brought in: sum_b sum_k lam0[b, k, u] M0[b, k, ...]
+        g = jax.tree.map(lambda a, m: a + _sum_rows(sum(
+            _per_unit(lam0[:, k], a.shape, H) * m[:, k] for k in range(K))), gp, M0)
+        I = immediate(p, prev, xs, rho.reshape(T, B, K, N))
+        MT = jax.tree.map(lambda i, m: i + sum(
+            _per_unit(rho0[:, :, j], m.shape[2:], H) * m[:, None, j] for j in range(K)), I, M0)
+        return _flat_carry(cT, B), MT, ravel_pytree(g)[0], gh, loss
+
+    return run
+
+
 def snap1() -> GradientEstimator:
     """SnAp-1: RTRL with the influence kept on the one-step sparsity pattern.
 
     For the Elman, GRU and LSTM cells a parameter whose column belongs to unit
     ``i`` (last axis index ``mod H``) moves only the ``K`` carry entries of
-    unit ``i`` in one step (``K = 1`` for Elman/GRU, ``K = 2`` for LSTM's
-    ``(h, c)``). SnAp-1 keeps exactly those entries: ``M`` is stored compactly
-    as ``[K, P]``; each step uses the ``K x K`` diagonal blocks of ``J_s`` and
-    the immediate Jacobian on the pattern (``K`` vector-Jacobian products).
-    Memory ``B K P``. Biased in general, but exact (equal to RTRL) while the
-    influence stays on the pattern: for ``T <= 2`` from a fresh carry, and for
-    any ``T`` when ``J_s`` is unit-diagonal (diagonal recurrent matrices).
-    The cell declares the pattern with ``Cell.unit_blocks = K`` (``rnn``,
-    ``rnn-relu``, ``gru``: 1; ``lstm``: 2); other cells, stacks included, get
-    a ``ValueError``.
+    unit ``i`` in one step (``K = 1`` for Elman/GRU/leaky, ``K = 2`` for
+    LSTM's ``(h, c)``). SnAp-1 keeps exactly those entries:
+    ``M_t = D_t M_{t-1} + I_t`` on the pattern, ``D_t`` the ``K x K``
+    diagonal blocks of ``J_s`` and ``I_t`` the immediate Jacobian on the
+    pattern, stored compactly: the influence is a tree like the cell's params
+    with leaves ``[B, K, *shape]`` (entry ``[b, k, ...]`` of a param feeding
+    unit ``i``: ``d s_{k,i} / d param``). Biased in general, but exact (equal
+    to RTRL) while the influence stays on the pattern: for ``T <= 2`` from a
+    fresh carry, and for any ``T`` when ``J_s`` is unit-diagonal (diagonal
+    recurrent matrices). The cell declares the pattern with
+    ``Cell.unit_blocks = K`` (``rnn``, ``rnn-relu``, ``gru``, ``leaky``: 1;
+    ``lstm``: 2); other cells, stacks included, get a ``ValueError``.
+
+    Cost: a batch is computed at once, as BPTT with ``J_s`` replaced by its
+    diagonal blocks (:func:`_snap1_run`; the same numbers as the step-by-step
+    recursion): time a few full-BPTT passes (``benchmarks/snap_cost.py``);
+    memory the carried influence ``B K P`` plus, like BPTT, the batch's ``T``
+    steps of carries and ``[B, K, K, H]`` diagonals (batches of one step: the
+    fully online algorithm). ``D_t`` comes from the cell's fast recurrence
+    (``K`` tangents); cells without one (leaky units with learned time
+    constants) take the dense ``N x N`` Jacobian per example, ``N / K`` times
+    costlier.
 
     References: Menick et al. 2021, "Practical real time recurrent learning
       with a sparse approximation" (ICLR).
     """
 
-    def update_factory(model, params, K):
-        H = model.cell.hidden_size
-        # [P]: the unit each parameter feeds (last-axis index mod H), in ravel order
-        u = jnp.asarray(np.concatenate([
-            np.broadcast_to(np.arange(l.shape[-1]) % H, l.shape).ravel()
-            for l in jax.tree.leaves(params["cell"])]))
-
-        def update(f, theta, s, x, Mc, gs, key):
-            fs = lambda s: f(theta, s, x)[0]
-            J_s = jax.jacfwd(fs)(s).reshape(K, H, K, H)
-            D = jnp.diagonal(J_s, axis1=1, axis2=3)  # [K, K, H]: d s'_{k,i} / d s_{k',i}
-            _, vjp = jax.vjp(lambda th: f(th, s, x)[0], theta)
-            # row k: sum_i d s'_{k,i}/d theta_p, = d s'_{k,u[p]}/d theta_p on the pattern
-            imm = jax.vmap(lambda e: vjp(e)[0])(jnp.repeat(jnp.eye(K, dtype=s.dtype), H, axis=1))
-            g_hist = jnp.sum(gs.reshape(K, H)[:, u] * Mc, axis=0)
-            Mc = jnp.einsum("abp,bp->ap", D[:, :, u], Mc) + imm
-            return Mc, g_hist
-
-        return update
-
     def init_carry(model, params, batch_shape):
         K = _snap_blocks(model, params)
-        return _online("snap1", lambda B, N, P, dt: jnp.zeros((B, K, P), dt),
-                       None).init_carry(model, params, batch_shape)
+        zeros = lambda B, N, P, dt: jax.tree.map(lambda l: jnp.zeros((B, K) + jnp.shape(l),
+                                                                     jnp.result_type(l)),
+                                                 params["cell"])
+        return _online("snap1", zeros, None).init_carry(model, params, batch_shape)
 
     def value_and_grad(model, params, carry, batch, key):
         K = _snap_blocks(model, params)
-        est = _online("snap1", None, update_factory(model, params, K))
+        est = _online("snap1", None, None, run=_snap1_run(model, params, K))
         return est.value_and_grad(model, params, carry, batch, key)
 
     return GradientEstimator(init_carry, value_and_grad, "snap1")
