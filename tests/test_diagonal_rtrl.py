@@ -9,8 +9,6 @@
 - refusals: dense cells, undeclared steps, stacks by default; the registry names.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,7 +96,8 @@ def _spatial_reference(model, params, batch):
         return total
 
     g0 = jax.jit(jax.grad(loss), static_argnums=3)(p0, p1, params["head"], True)
-    g1, gh = jax.jit(jax.grad(loss, argnums=(1, 2)), static_argnums=3)(p0, p1, params["head"], False)
+    g1, gh = jax.jit(jax.grad(loss, argnums=(1, 2)), static_argnums=3)(
+        p0, p1, params["head"], False)
     return {"cell": (g0, g1), "head": gh}
 
 
@@ -124,7 +123,7 @@ def test_memory_does_not_grow_with_T():
         for t in (8, 64):
             batch = _batch(0, T=t)
             carry = est.init_carry(model, params, (B,))
-            fn = functools.partial(lambda c, b: est.value_and_grad(model, params, c, b, None)[:2])
+            fn = lambda c, b, est=est: est.value_and_grad(model, params, c, b, None)[:2]
             temp[est.name, t] = compare.compiled_memory(fn, carry, batch)["temp"]
     assert temp["diag-rtrl", 64] <= temp["diag-rtrl", 8] + 4096, temp
     assert temp["full", 64] > 4 * temp["full", 8], temp

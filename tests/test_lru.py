@@ -63,7 +63,8 @@ def test_init_puts_the_eigenvalues_on_the_ring():
     assert abs(u.mean() - 0.5) < 0.02 and abs(np.mean(u < 0.25) - 0.25) < 0.03
     assert abs(phase.mean() / max_phase - 0.5) < 0.02
     # B ~ N(0, 1/(2D)) per part, C ~ N(0, 1/N)
-    assert abs(p["B_re"].std() - np.sqrt(1 / 4)) < 0.02 and abs(p["C_im"].std() - np.sqrt(1 / 4000)) < 1e-3
+    assert abs(p["B_re"].std() - np.sqrt(1 / 4)) < 0.02
+    assert abs(p["C_im"].std() - np.sqrt(1 / 4000)) < 1e-3
 
 
 def test_parallel_unroll_equals_the_scan_with_gradients():

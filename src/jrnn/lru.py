@@ -76,8 +76,8 @@ class ElementwiseSpec(NamedTuple):
     recurrent: tuple
 
 
-_SPECS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # cell.step -> spec
-_LRU_ACTIVATION: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # lru step -> act name
+_SPECS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # cell.step -> spec
+_LRU_ACTIVATION: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # lru step -> act name
 
 
 def declare_elementwise(cell: Cell, blocks: int, units: int, recurrent) -> Cell:

@@ -173,7 +173,7 @@ def diag_rtrl(stack: str = "refuse") -> GradientEstimator:
                             f"got {type(carry).__name__}")
         validation.check_batch(model, batch)
         validation.check_model_params(model, params)
-        T, B = jnp.shape(batch.inputs)[:2]
+        B = jnp.shape(batch.inputs)[1]
         validation.check_carry(model.cell, carry.state, (B,), "carry.state")
         layers, specs, lp = check(model, params, carry.state, (B,))
         dtype = jax.tree.leaves(lp[0])[0].dtype
