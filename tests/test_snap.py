@@ -29,6 +29,7 @@ from jax.flatten_util import ravel_pytree
 
 import jrnn
 from jrnn import grads as G
+from jrnn.grads import online
 from jrnn.models import Batch
 
 F64 = jnp.float64
@@ -201,3 +202,90 @@ def test_snap1_is_rtrl_for_two_steps_and_diagonal_recurrence(name):
     assert_close(s, r)
     s, r = run(params, batch)  # the general case is an approximation
     assert np.abs(ravel_pytree(s["cell"])[0] - ravel_pytree(r["cell"])[0]).max() > 1e-4
+
+
+# --------------------------------------------------------------------------- SnAp-2
+
+
+def snap2_pattern(params_cell, mask):
+    u = units_of_params(params_cell)
+    i = np.arange(H)[:, None]
+    return ((i == u[None, :]) | mask[u[None, :], i]).astype(np.float64)
+
+
+CHAIN = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]], bool)  # h_0 -> unit 1 -> unit 2
+PAIR = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]], bool)  # units {0, 1} and {2}: closed
+
+
+def masked(params, mask):
+    W = params["cell"]["W_hh"]
+    return {**params, "cell": {**params["cell"], "W_hh": W * (mask | np.eye(H, dtype=bool))}}
+
+
+@pytest.mark.parametrize("name,tokens", [("rnn", True), ("leaky", False)])
+def test_snap2_equals_the_dense_reference_on_its_pattern(name, tokens):
+    """W_hh dense: the pattern (CHAIN) drops where the other entries lead; two batches
+    in a row (the influence carried across), resets in the second."""
+    T, B = 5, 2
+    model, params, b1 = problem(CELLS[name][0](), T, B, seed=4, tokens=tokens)
+    b2 = problem(CELLS[name][0](), T, B, seed=5, tokens=tokens)[2]
+    resets = np.zeros((T, B), bool)
+    resets[3, 0] = resets[1, 1] = True
+    b2 = b2._replace(resets=jnp.asarray(resets))
+    est = online.snap2(CHAIN)
+
+    @_jit
+    def run(params):
+        c0 = est.init_carry(model, params, (B,))
+        l1, g1, c1, _ = est.value_and_grad(model, params, c0, b1, None)
+        l2, g2, c2, _ = est.value_and_grad(model, params, c1, b2, None)
+        return (l1, g1, c1.state), (l2, g2, c2.state), c0.state
+
+    (l1, g1, s1), (l2, g2, s2), s0 = run(params)
+    pat = snap2_pattern(params["cell"], CHAIN)
+    ref = dense_snap(model, params, pat)
+    rl1, rg1, rs1, rM1 = ref(s0, np.zeros((B, H, pat.shape[1])), b1)
+    rl2, rg2, rs2, _ = ref(rs1, rM1, b2)
+    for (l, g, s), (rl, rg, rs) in [((l1, g1, s1), (rl1, rg1, rs1)), ((l2, g2, s2), (rl2, rg2, rs2))]:
+        np.testing.assert_allclose(float(l), rl, rtol=1e-12)
+        assert_close(g, rg)
+        assert_close(s, rs)
+    # the carried influence matters, and the pattern is not SnAp-1's
+    rg2_cut = ref(rs1, 0 * rM1, b2)[1]
+    assert np.abs(ravel_pytree(rg2["cell"])[0] - ravel_pytree(rg2_cut["cell"])[0]).max() > 1e-3
+    rg1_snap1 = dense_snap(model, params, snap1_pattern(params["cell"], 1))(s0, 0 * rM1, b1)[1]
+    assert np.abs(ravel_pytree(rg1["cell"])[0] - ravel_pytree(rg1_snap1["cell"])[0]).max() > 1e-4
+
+
+def test_snap2_is_rtrl_where_its_pattern_holds_the_influence():
+    T, B = 5, 2
+    model, params, batch = problem(CELLS["rnn"][0](), T, B, seed=6)
+    first3 = batch._replace(mask=jnp.asarray(np.where(np.arange(T)[:, None] < 3, 1.0, 0.0)
+                                             * np.ones((1, B))))
+    rtrl = G.rtrl()
+
+    @_jit
+    def run(params, b):
+        return [e.value_and_grad(model, params, e.init_carry(model, params, (B,)), b, None)[1]
+                for e in (online.snap2(CHAIN), online.snap2(PAIR), G.snap1(), rtrl)]
+
+    chain, _, snap1, r = run(masked(params, CHAIN), first3)  # three steps: exact
+    assert_close(chain, r)
+    assert np.abs(ravel_pytree(snap1["cell"])[0] - ravel_pytree(r["cell"])[0]).max() > 1e-4
+    chain, _, _, r = run(masked(params, CHAIN), batch)  # five: the chain reaches unit 2
+    # (a three-edge effect, small: float64 round-off is ~1e-16)
+    assert np.abs(ravel_pytree(chain["cell"])[0] - ravel_pytree(r["cell"])[0]).max() > 1e-7
+    _, pair, _, r = run(masked(params, PAIR), batch)  # a closed pattern: exact for any T
+    assert_close(pair, r)
+
+
+def test_snap2_refuses_bad_masks_and_cells():
+    for bad in (np.ones((3, 2)), np.full((3, 3), 0.5), np.ones(3)):
+        with pytest.raises(ValueError, match="mask must be a square"):
+            online.snap2(bad)
+    model, params, _ = problem(jrnn.elman(4, dtype=F64), 2)
+    with pytest.raises(ValueError, match=r"mask has shape \(3, 3\) but the cell has H=4"):
+        online.snap2(CHAIN).init_carry(model, params, (2,))
+    model, params, _ = problem(jrnn.gru(H, dtype=F64), 2)
+    with pytest.raises(ValueError, match="snap2 needs an Elman-type cell"):
+        online.snap2(CHAIN).init_carry(model, params, (2,))

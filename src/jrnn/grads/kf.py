@@ -27,39 +27,9 @@ from jax.flatten_util import ravel_pytree
 
 from ..models import Model
 from .base import GradientEstimator, register
-from .online import _online, _online_parts
+from .online import _elman_sizes, _online
 
 __all__ = ["kf_rtrl"]
-
-_KRON_PARAMS = {"W_xh", "W_hh", "b_h"}
-
-
-def _kron_sizes(model: Model, params) -> tuple[int, int]:
-    """``(V, H)``: the rows of ``W_xh`` and the width, or ``ValueError`` for other cells."""
-    cell = model.cell
-    fast = cell.fast
-    p = params["cell"] if isinstance(params, dict) and "cell" in params else None
-    H = cell.hidden_size
-    why = None
-    if cell.layers is not None:
-        why = "a stack (its layers' weights are not one Kronecker-factored matrix)"
-    elif not isinstance(p, dict) or set(p) != _KRON_PARAMS:
-        why = (f"params {sorted(p) if isinstance(p, dict) else type(p).__name__}, expected exactly "
-               f"{sorted(_KRON_PARAMS)}")
-    elif fast is None or not fast.additive or fast.weight != "W_hh" or cell.unit_blocks != 1:
-        why = "no additive fast recurrence on W_hh with unit_blocks=1 (the step must read x W_xh + h W_hh + b_h, unit by unit)"
-    elif (np.shape(p["W_hh"]) != (H, H) or np.shape(p["b_h"]) != (H,)
-          or np.ndim(p["W_xh"]) != 2 or np.shape(p["W_xh"])[1] != H):
-        why = (f"W_xh {np.shape(p['W_xh'])}, W_hh {np.shape(p['W_hh'])}, b_h {np.shape(p['b_h'])} "
-               f"for H={H}")
-    elif _online_parts(model, params)[2] != H:
-        why = f"a carry of {_online_parts(model, params)[2]} numbers, not h [H={H}]"
-    if why is not None:
-        raise ValueError(
-            f"kf-rtrl needs an Elman-type cell (rnn, rnn-relu, leaky with learn_tau=False: "
-            f"d s'/d W = diag(phi') (x) [x; h; 1]), got cell {cell.name!r}: {why}")
-    return int(np.shape(p["W_xh"])[0]), H
-
 
 def kf_rtrl(eps: float = 1e-7) -> GradientEstimator:
     """Kronecker-factored RTRL: ``M_t ~ u_t (x) A_t``, unbiased (module docstring).
@@ -85,7 +55,7 @@ def kf_rtrl(eps: float = 1e-7) -> GradientEstimator:
         raise ValueError(f"eps must be a number > 0, got {eps!r}")
 
     def update_factory(model, params):
-        V, H = _kron_sizes(model, params)
+        V, H = _elman_sizes(model, params, "kf-rtrl")
         p = params["cell"]
         ravel = lambda tree: ravel_pytree(tree)[0]
         zeros = {k: jnp.zeros_like(v) for k, v in p.items()}
@@ -112,7 +82,7 @@ def kf_rtrl(eps: float = 1e-7) -> GradientEstimator:
         return update
 
     def init_influence_for(model, params):
-        V, H = _kron_sizes(model, params)
+        V, H = _elman_sizes(model, params, "kf-rtrl")
         return lambda B, N, P, dt: (jnp.zeros((B, V + H + 1), dt), jnp.zeros((B, H, H), dt))
 
     def init_carry(model, params, batch_shape):

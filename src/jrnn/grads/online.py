@@ -1,9 +1,9 @@
-"""Online estimators: forward-mode influence, one step at a time (RTRL, UORO, SnAp-1).
+"""Online estimators: forward-mode influence, one step at a time (RTRL, UORO, SnAp-1, SnAp-2).
 
 Resets (``Batch.resets``): where ``resets[t, b]`` is true, example ``b``'s
 carry entering step ``t`` is replaced by the cell's initial carry and its
 influence by zero (RTRL's ``M``, UORO's ``(s_tilde, theta_tilde)``, SnAp-1's
-compact ``M``): the restarted state does not depend on the params, so no
+and SnAp-2's compact ``M``; KF-RTRL's factors, :mod:`jrnn.grads.kf`): the restarted state does not depend on the params, so no
 gradient crosses the reset -- the estimators then compute on a packed stream
 what they compute on each episode from a fresh carry.
 """
@@ -21,7 +21,7 @@ from .. import validation
 from ..models import Model, loss_weights, refuse_whole_sequence
 from .base import GradientEstimator, OnlineCarry, _check_key, register
 
-__all__ = ["rtrl", "uoro", "snap1"]
+__all__ = ["rtrl", "uoro", "snap1", "snap2"]
 
 
 # ----------------------------------------------------------------------------
@@ -224,6 +224,43 @@ def uoro(eps: float = 1e-7) -> GradientEstimator:
 
     init = lambda B, N, P, dt: (jnp.zeros((B, N), dt), jnp.zeros((B, P), dt))
     return _online("uoro", init, update, stochastic=True)
+
+
+_ELMAN_PARAMS = {"W_xh", "W_hh", "b_h"}
+
+
+def _elman_sizes(model: Model, params, name: str) -> tuple[int, int]:
+    """``(V, H)`` (the rows of ``W_xh``, the width) of an Elman-type cell, else ``ValueError``.
+
+    Elman-type: params exactly ``W_xh [V, H]``, ``W_hh [H, H]``, ``b_h [H]``, and an
+    additive fast recurrence on ``W_hh`` with ``unit_blocks=1``, so the step is
+    ``s' = F(s, z)`` elementwise with ``z = x W_xh + h W_hh + b_h`` (``rnn``,
+    ``rnn-relu``, ``leaky(learn_tau=False)``): ``d s'/d W = diag(dF/dz) (x) [x; h; 1]``.
+    """
+    cell = model.cell
+    fast = cell.fast
+    p = params["cell"] if isinstance(params, dict) and "cell" in params else None
+    H = cell.hidden_size
+    why = None
+    if cell.layers is not None:
+        why = "a stack (its layers' weights are not one Elman matrix)"
+    elif not isinstance(p, dict) or set(p) != _ELMAN_PARAMS:
+        why = (f"params {sorted(p) if isinstance(p, dict) else type(p).__name__}, expected exactly "
+               f"{sorted(_ELMAN_PARAMS)}")
+    elif fast is None or not fast.additive or fast.weight != "W_hh" or cell.unit_blocks != 1:
+        why = ("no additive fast recurrence on W_hh with unit_blocks=1 (the step must read "
+               "x W_xh + h W_hh + b_h, unit by unit)")
+    elif (np.shape(p["W_hh"]) != (H, H) or np.shape(p["b_h"]) != (H,)
+          or np.ndim(p["W_xh"]) != 2 or np.shape(p["W_xh"])[1] != H):
+        why = (f"W_xh {np.shape(p['W_xh'])}, W_hh {np.shape(p['W_hh'])}, b_h {np.shape(p['b_h'])} "
+               f"for H={H}")
+    elif _online_parts(model, params)[2] != H:
+        why = f"a carry of {_online_parts(model, params)[2]} numbers, not h [H={H}]"
+    if why is not None:
+        raise ValueError(
+            f"{name} needs an Elman-type cell (rnn, rnn-relu, leaky with learn_tau=False: "
+            f"d s'/d W = diag(phi') (x) [x; h; 1]), got cell {cell.name!r}: {why}")
+    return int(np.shape(p["W_xh"])[0]), H
 
 
 def _snap_blocks(model: Model, params) -> int:
@@ -473,6 +510,112 @@ def snap1() -> GradientEstimator:
         return est.value_and_grad(model, params, carry, batch, key)
 
     return GradientEstimator(init_carry, value_and_grad, "snap1")
+
+
+def _snap2_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows [H, S] int, valid [H, S] bool)``: for the params of unit ``j`` (column ``j``
+    of ``W = [W_xh; W_hh; b_h]``), the carry entries they reach in two steps: ``j`` itself
+    first, then every ``i`` with ``mask[j, i]`` (``h_j`` feeds ``z_i`` through
+    ``W_hh[j, i]``), padded to the longest list (``valid`` false on the padding)."""
+    H = mask.shape[0]
+    lists = [[j] + [i for i in range(H) if mask[j, i] and i != j] for j in range(H)]
+    S = max(len(l) for l in lists)
+    rows = np.array([l + [j] * (S - len(l)) for j, l in enumerate(lists)])
+    valid = np.array([[a < len(l) for a in range(S)] for l in lists])
+    return rows, valid
+
+
+def snap2(mask) -> GradientEstimator:
+    """SnAp-2: RTRL with the influence kept on the two-step pattern of a sparse ``W_hh``.
+
+    For an Elman-type cell (``rnn``, ``rnn-relu``, ``leaky(learn_tau=False)``;
+    others get a ``ValueError``) whose recurrent weights ``W_hh`` are
+    supported on ``mask`` (``[H, H]`` bool, ``mask[j, i]``: ``h_j`` feeds unit
+    ``i``), a parameter of unit ``j`` (column ``j`` of ``W_xh``, ``W_hh``,
+    ``b_h``) moves, within two steps, only the units ``S_j = {j} u {i :
+    mask[j, i]}``. SnAp-2 keeps exactly those entries of the influence,
+    ``M_t = pattern * (J_s M_{t-1} + I_t)``, stored per unit ``j`` as
+    ``[S, m]`` (``S = max_j |S_j|``, ``m = D + H + 1`` rows of ``W``), the
+    influence a tree ``{"M": [B, H, S, m]}``. Entries of ``W_hh`` outside
+    ``mask`` still act in the forward pass but the pattern ignores where they
+    lead. Biased in general; exact (equal to RTRL) while the influence stays
+    on the pattern: for ``T <= 3`` from a fresh carry when ``W_hh`` is
+    supported on ``mask``, and for any ``T`` when the pattern is closed (two
+    steps reach no further than one, e.g. disjoint groups of units). With a
+    dense mask it is RTRL, at RTRL's cost; it pays when ``W_hh`` is sparse.
+
+    Cost: memory ``B H S m`` (RTRL: ``B H^2 m``); time per step ``O(H S^2 m)``
+    per example (the ``[S, S]`` sub-blocks of ``J_s`` times the ``[S, m]``
+    influences), one example and one step at a time (no batched shortcut as
+    for SnAp-1). Not selectable by ``--grad``: the mask is the model's.
+
+    Args:
+      mask: ``[H, H]`` bool (or 0/1), the support of ``W_hh``.
+
+    References: Menick et al. 2021, "Practical real time recurrent learning
+      with a sparse approximation" (ICLR), section 3 (SnAp-n).
+    """
+    m = np.asarray(mask)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or not np.all((m == 0) | (m == 1)):
+        raise ValueError(f"mask must be a square [H, H] array of bools (or 0/1), got shape "
+                         f"{m.shape} dtype {m.dtype}")
+    m = m.astype(bool)
+    rows, valid = _snap2_rows(m)
+
+    def sizes(model, params):
+        V, H = _elman_sizes(model, params, "snap2")
+        if m.shape != (H, H):
+            raise ValueError(f"snap2: mask has shape {m.shape} but the cell has H={H}, "
+                             f"expected ({H}, {H})")
+        return V, H
+
+    def update_factory(model, params):
+        V, H = sizes(model, params)
+        cell, fast = model.cell, model.cell.fast
+        _, unravel_theta, _, unravel_s, _, _ = _online_parts(model, params)
+        Sn = rows.shape[1]
+        ok = jnp.asarray(valid)
+
+        def update(f, theta, s, x, infl, gs, key):
+            M = infl["M"]  # [H, S, m]: rows(j) x the m rows of column j of W
+            p, c = unravel_theta(theta), unravel_s(s)
+            W = p["W_hh"]
+            xp = cell.project(p, x)
+            zh = c @ W
+            step = lambda c, zh: fast.forward(p, c, xp, zh)[0]
+            # s' = F(h, z) elementwise: E = dF/dh at fixed z, Dz = dF/dz
+            E = jax.jvp(lambda c: step(c, zh), (c,), (jnp.ones_like(c),))[1]
+            Dz = jax.jvp(lambda z: step(c, z), (zh,), (jnp.ones_like(zh),))[1]
+            # g_s M on the pattern: column j of W gets sum_a g[rows[j, a]] M[j, a, :]
+            G = jnp.sum(jnp.where(ok, gs[rows], 0.0)[..., None] * M, axis=1)  # [H, m]
+            g_hist = ravel_pytree({"W_xh": G[:, :V].T, "W_hh": G[:, V:V + H].T,
+                                   "b_h": G[:, V + H]})[0]
+            # J_s on the pattern: J[i, l] = E_i delta_il + Dz_i W[l, i], i, l in rows(j)
+            Wsub = W[rows[:, None, :], rows[:, :, None]]  # [H, S, S]: W[rows[j, b], rows[j, a]]
+            Wsub = jnp.where(ok[:, :, None] & ok[:, None, :], Wsub, 0.0)
+            JM = E[rows][..., None] * M + Dz[rows][..., None] * jnp.einsum("jab,jbr->jar", Wsub, M)
+            xv = (jax.nn.one_hot(x, V, dtype=s.dtype)
+                  if jnp.issubdtype(jnp.result_type(x), jnp.integer) else jnp.asarray(x, s.dtype))
+            a = jnp.concatenate([xv, s, jnp.ones((1,), s.dtype)])  # [m]
+            M = jnp.where(ok[..., None], JM, 0.0)
+            M = M.at[:, 0, :].add(Dz[:, None] * a[None, :])  # I_t: unit j's own row
+            return {"M": M}, g_hist
+
+        return update
+
+    def init_influence(model, params):
+        V, H = sizes(model, params)
+        return lambda B, N, P, dt: {"M": jnp.zeros((B, H, rows.shape[1], V + H + 1), dt)}
+
+    def init_carry(model, params, batch_shape):
+        return _online("snap2", init_influence(model, params), None).init_carry(
+            model, params, batch_shape)
+
+    def value_and_grad(model, params, carry, batch, key):
+        return _online("snap2", None, update_factory(model, params)).value_and_grad(
+            model, params, carry, batch, key)
+
+    return GradientEstimator(init_carry, value_and_grad, "snap2")
 
 
 register("rtrl", rtrl, usage="rtrl")
