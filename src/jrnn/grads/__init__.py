@@ -15,8 +15,12 @@ functions (in the spirit of ``optax.GradientTransformation``) and a name:
   ``key`` is only used by the stochastic estimators (``randomized``, ``uoro``).
 
 Hyper-parameters are closed over by the constructors and checked eagerly:
-``full()``, ``truncated(K)``, ``randomized(p)``, ``checkpointed(S)``,
-``rtrl()``, ``uoro()``, ``snap1()``; :func:`parse` reads ``"truncated:35"``.
+``full()``, ``truncated(K)``, ``tbptt(k1, k2)``, ``randomized(p)``,
+``checkpointed(S)``, ``rtrl()``, ``uoro()``, ``snap1()``, ``snap2(mask)``,
+``kf_rtrl()`` (:mod:`.kf`), ``rflo()`` and ``eprop()`` (:mod:`.local`, leaky
+vanilla RNNs), ``diag_rtrl()`` (:mod:`.diagonal`, element-wise recurrences such
+as :func:`jrnn.lru.lru`), ``es()`` and ``pes()`` (:mod:`.perturb`);
+:func:`parse` reads ``"truncated:35"``.
 
 Every ``value_and_grad`` validates its batch (layout, dtypes, token ids and
 labels in range: :func:`jrnn.validation.check_batch`), params and carry once,
@@ -62,10 +66,13 @@ Across minibatches (``train_step(carry_over=True)``) the two families differ:
 
 from .base import ESTIMATORS, GradientEstimator, OnlineCarry, parse, register
 from .bptt import checkpointed, full, randomized, tbptt, truncated
-from .online import rtrl, snap1, uoro
+from .online import rtrl, snap1, snap2, uoro
 
 __all__ = [
     "GradientEstimator", "OnlineCarry", "full", "truncated", "tbptt", "randomized", "checkpointed",
-    "rtrl", "uoro", "snap1", "parse", "register", "ESTIMATORS",
+    "rtrl", "uoro", "snap1", "snap2", "parse", "register", "ESTIMATORS",
 ]
 from .perturb import PESCarry, es, pes; __all__ += ["es", "pes", "PESCarry"]  # noqa: E402,E702
+from .kf import kf_rtrl; __all__ += ["kf_rtrl"]  # noqa: E402,E702
+from .local import LocalCarry, eprop, rflo; __all__ += ["rflo", "eprop", "LocalCarry"]  # noqa: E402,E702
+from .diagonal import diag_rtrl; __all__ += ["diag_rtrl"]  # noqa: E402,E702
