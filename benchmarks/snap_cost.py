@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from jrnn import compare  # noqa: E402
-from jrnn.grads import online  # noqa: E402
+from jrnn.grads import kf, online  # noqa: E402,F401  (kf: registers kf-rtrl)
 
 V = 28
 

@@ -393,7 +393,7 @@ def _immediate_sums(model: Model, params, K: int):
     return structured
 
 
-def _snap1_run(model: Model, params, K: int):
+def _snap1_run(model: Model, params, K: int, chunk: int):
     """SnAp-1 on a whole batch at a BPTT-like cost (the ``run`` of :func:`_online`).
 
     Unrolling ``M_t = D_t M_{t-1} + I_t`` (``D_t`` the diagonal blocks, ``I_t``
@@ -407,10 +407,11 @@ def _snap1_run(model: Model, params, K: int):
     ``M_T = rho_0 M_0 + sum_t rho_t I_t`` (``rho_t`` the products of the later
     ``D``'s), is one more pass (:func:`_immediate_sums`). A reset at step ``t``
     zeroes the influence entering it, so it zeroes ``lam`` and ``rho`` across it.
+    A batch longer than ``chunk`` steps is run ``chunk`` steps at a time.
     """
     cell = model.cell
     H = cell.hidden_size
-    _, _, N, unravel_s, _, _ = _online_parts(model, params)
+    theta, _, N, unravel_s, _, _ = _online_parts(model, params)
     p, head = params["cell"], params["head"]
     diagonal = _diagonal_blocks(model, params, K)
     immediate = _immediate_sums(model, params, K)
@@ -462,10 +463,36 @@ def _snap1_run(model: Model, params, K: int):
             _per_unit(rho0[:, :, j], m.shape[2:], H) * m[:, None, j] for j in range(K)), I, M0)
         return _flat_carry(cT, B), MT, ravel_pytree(g)[0], gh, loss
 
-    return run
+    def chunked(s, M, xs, ys, w, resets):
+        """``run`` on ``chunk`` steps at a time, the state and influence carried from one
+        to the next (exact: the same recursion), so memory does not grow with ``T``."""
+        T = jnp.shape(w)[0]
+        n, tail = divmod(T, chunk)
+        if n <= 1 and not (n == 1 and tail):
+            return run(s, M, xs, ys, w, resets)
+        add = lambda a, b: jax.tree.map(jnp.add, a, b)
+
+        def body(acc, part):
+            s, M, g, gh, loss = acc
+            s, M, g1, gh1, l1 = run(s, M, *part)
+            return (s, M, g + g1, add(gh, gh1), loss + l1), None
+
+        parts = jax.tree.map(lambda a: a[:n * chunk].reshape(n, chunk, *a.shape[1:]),
+                             (xs, ys, w, resets))
+        zeros = (jnp.zeros_like(theta), jax.tree.map(jnp.zeros_like, head),
+                 jnp.zeros((), jnp.result_type(w.dtype, theta.dtype)))
+        acc, _ = jax.lax.scan(body, (s, M, *zeros), parts)
+        if tail:
+            s, M, g, gh, loss = acc
+            s, M, g1, gh1, l1 = run(s, M, *jax.tree.map(lambda a: a[n * chunk:],
+                                                        (xs, ys, w, resets)))
+            acc = (s, M, g + g1, add(gh, gh1), loss + l1)
+        return acc
+
+    return chunked
 
 
-def snap1() -> GradientEstimator:
+def snap1(chunk: int = 64) -> GradientEstimator:
     """SnAp-1: RTRL with the influence kept on the one-step sparsity pattern.
 
     For the Elman, GRU and LSTM cells a parameter whose column belongs to unit
@@ -483,19 +510,27 @@ def snap1() -> GradientEstimator:
     ``Cell.unit_blocks = K`` (``rnn``, ``rnn-relu``, ``gru``, ``leaky``: 1;
     ``lstm``: 2); other cells, stacks included, get a ``ValueError``.
 
-    Cost: a batch is computed at once, as BPTT with ``J_s`` replaced by its
-    diagonal blocks (:func:`_snap1_run`; the same numbers as the step-by-step
-    recursion): time a few full-BPTT passes (``benchmarks/snap_cost.py``);
-    memory the carried influence ``B K P`` plus, like BPTT, the batch's ``T``
-    steps of carries and ``[B, K, K, H]`` diagonals (batches of one step: the
-    fully online algorithm). ``D_t`` comes from the cell's fast recurrence
-    (``K`` tangents); cells without one (leaky units with learned time
-    constants) take the dense ``N x N`` Jacobian per example, ``N / K`` times
-    costlier.
+    Cost: ``chunk`` steps are computed at once, as BPTT with ``J_s`` replaced
+    by its diagonal blocks (:func:`_snap1_run`; the same numbers as the
+    step-by-step recursion): time a few full-BPTT passes
+    (``benchmarks/snap_cost.py``: 2-7x full on the char LM, against ~70-90x
+    per example before); memory the carried influence ``B K P`` plus, for the
+    chunk's steps, carries and ``[B, K, K, H]`` diagonals, as BPTT's residuals
+    would be: constant in ``T``. ``D_t`` comes from the cell's fast
+    recurrence (``K`` tangents); cells without one (leaky units with learned
+    time constants) take the dense ``N x N`` Jacobian per example, ``N / K``
+    times costlier.
+
+    Args:
+      chunk: steps computed at once (>= 1); longer batches are split (the same
+        gradient), shorter ones are one chunk.
 
     References: Menick et al. 2021, "Practical real time recurrent learning
       with a sparse approximation" (ICLR).
     """
+
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
 
     def init_carry(model, params, batch_shape):
         K = _snap_blocks(model, params)
@@ -506,10 +541,11 @@ def snap1() -> GradientEstimator:
 
     def value_and_grad(model, params, carry, batch, key):
         K = _snap_blocks(model, params)
-        est = _online("snap1", None, None, run=_snap1_run(model, params, K))
+        est = _online(name, None, None, run=_snap1_run(model, params, K, int(chunk)))
         return est.value_and_grad(model, params, carry, batch, key)
 
-    return GradientEstimator(init_carry, value_and_grad, "snap1")
+    name = "snap1" if chunk == 64 else f"snap1:{int(chunk)}"
+    return GradientEstimator(init_carry, value_and_grad, name)
 
 
 def _snap2_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -620,4 +656,4 @@ def snap2(mask) -> GradientEstimator:
 
 register("rtrl", rtrl, usage="rtrl")
 register("uoro", uoro, usage="uoro")
-register("snap1", snap1, usage="snap1")
+register("snap1", snap1, arg=int, usage="snap1[:CHUNK]")
