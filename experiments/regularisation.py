@@ -19,14 +19,14 @@ sequential batches with the state carried, Adam 2e-3, clip 1: SGD needs far
 more epochs than the budget here), with and without the main regularisers;
 validation perplexity over the held-out tail (32 x 35 sequential batches) at
 every epoch end, and the train step's tokens/s, so each regulariser's cost
-shows beside its effect. Epochs (``--epochs``, default 12) are scaled so the
-whole table takes at most 25 minutes on 2 loaded CPU cores (10 epochs took 17
-minutes at load 8-11); it goes to ``<out>/full/``.
+shows beside its effect. Epochs (``--epochs``, default 10) are scaled so the
+whole table takes about 25 minutes on 2 loaded CPU cores (its first five runs
+took 17 minutes at load 8-11, the sixth 8 more); it goes to ``<out>/full/``.
 
 Usage::
 
     JRNN_DATA_DIR=../shared/data python experiments/regularisation.py [--only gru,gru-wd0.5] [--quick]
-    JRNN_DATA_DIR=../shared/data python experiments/regularisation.py --corpus full [--epochs 12]
+    JRNN_DATA_DIR=../shared/data python experiments/regularisation.py --corpus full [--epochs 10]
 
 Runs are added to (or replace their entry in) ``<out>/results.json``, so
 ``--only`` reruns pieces; ``results.md`` and ``validation.png`` are rebuilt
@@ -84,14 +84,14 @@ QUICK_RUNS = [("gru", "gru", {}, 32, None),
               ("gru-wd0.5-out0.3", "gru", {"weight_drop": 0.5, "output": 0.3}, 32, None)]
 
 # --corpus full: (run name, jrnn.regularise.Dropout fields) for a 2-layer LSTM-256. Zoneout at
-# Krueger et al.'s character-level rates (c 0.5, h 0.05). The combination joins the two best
-# single regularisers of a first 10-epoch sweep (between 0.3: 4.66, zoneout: 4.70; weight drop 0.5
-# + output 0.3: 4.86, and with between 0.3 too: 5.00, both still falling at epoch 10)
+# Krueger et al.'s character-level rates (c 0.5, h 0.05). Two combinations: the d2l table's best
+# kind (weight drop + between + output), and the two best single regularisers of this table
 FULL_RUNS = [
     ("none", {}),
     ("between0.3", {"between": 0.3}),
     ("wd0.5-out0.3", {"weight_drop": 0.5, "output": 0.3}),
     ("zoneout", {"zoneout": 0.05, "zoneout_c": 0.5}),
+    ("wd0.5-btw0.3-out0.3", {"weight_drop": 0.5, "between": 0.3, "output": 0.3}),
     ("btw0.3-zoneout", {"between": 0.3, "zoneout": 0.05, "zoneout_c": 0.5}),
 ]
 FULL_QUICK_RUNS = [("none", {}), ("zoneout", {"zoneout": 0.05, "zoneout_c": 0.5})]
@@ -284,7 +284,7 @@ def full_plot(res: dict, path: str) -> bool:
 
 def main_full(args) -> int:
     """``--corpus full``: the larger-corpus table (module docstring)."""
-    epochs = args.epochs or (2 if args.quick else 12)
+    epochs = args.epochs or (2 if args.quick else 10)
     hidden = 16 if args.quick else 256
     all_runs = FULL_QUICK_RUNS if args.quick else FULL_RUNS
     only = set(filter(None, args.only.split(",")))
@@ -304,8 +304,10 @@ def main_full(args) -> int:
     stored = json.loads(path.read_text()) if path.exists() else {}
     same = bool(stored) and {k: stored["env"].get(k) for k in env if k != "date"} == \
         {k: v for k, v in env.items() if k != "date"}
+    # a rerun of some runs (--only) adds its time to the stored runs'; the machine is this run's
+    t_before = stored.get("total_seconds", 0.0) if same else 0.0
     res = {"env": env, "machine": provenance.machine(),
-           "runs": dict(stored["runs"]) if same else {}, "total_seconds": 0.0}
+           "runs": dict(stored["runs"]) if same else {}, "total_seconds": t_before}
     print(f"{env['data']}; {res['machine']['cpu']} (load {res['machine']['load']:.1f}); "
           f"{epochs} epochs", flush=True)
     t_all = time.perf_counter()
@@ -319,9 +321,9 @@ def main_full(args) -> int:
         print(f"   best val {r['best_val_ppl']:.2f} (epoch {r['best_epoch']}), final {r['val_ppl']:.2f}; "
               f"{r['tokens_per_s']:,.0f} tokens/s; {r['seconds']:.0f} s; {r['sample']!r}", flush=True)
         res["runs"] = {n: res["runs"][n] for n, _ in all_runs if n in res["runs"]}
-        res["total_seconds"] = time.perf_counter() - t_all
+        res["total_seconds"] = t_before + time.perf_counter() - t_all
         path.write_text(json.dumps(res, indent=1))  # after every run: a long sweep keeps its part
-    res["total_seconds"] = time.perf_counter() - t_all
+    res["total_seconds"] = t_before + time.perf_counter() - t_all
     provenance.save(res, out, "validation.png", full_plot,
                     lambda r, p: pathlib.Path(p).write_text(full_table(r) + "\n"))
     print("\n" + full_table(res))

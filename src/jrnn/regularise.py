@@ -401,28 +401,33 @@ def dropout(model: Model, rates: Dropout | None = None, **kw) -> Model:
     return model._replace(cell=evaluated, regularise=regularise)
 
 
-PER_EXAMPLE = ("rtrl", "uoro", "snap1")  # estimators that run the cell one example at a time
-SPLIT = ("tbptt", "checkpointed")  # estimators that unroll the sequence in pieces
+# estimators known to unroll the whole batch at once: every mask (zoneout's per-step ones too)
+WHOLE_BATCH = ("full", "truncated", "randomized", "es", "pes")
+SPLIT = ("tbptt", "checkpointed")  # the batch in pieces along T: not zoneout's per-step masks
+# every other estimator (rtrl, uoro, snap1, kf-rtrl, ..., a user's) is taken to run the cell one
+# example at a time, under vmap: only the per-batch masks (weight_drop, embedding)
 
 
 def check_estimator(model: Model, estimator) -> None:
-    """Refuse per-sequence masks with an estimator that runs the cell per example (under
-    ``vmap``, where a ``[B, ...]`` mask cannot be told which example it belongs to), and
-    zoneout's per-step masks with one that does not unroll the whole batch in one scan."""
+    """Refuse masks an estimator cannot apply as they were sampled: per-sequence masks with one
+    that runs the cell per example (under ``vmap``, a ``[B, ...]`` mask cannot be told which
+    example it belongs to), zoneout's per-step masks with one that does not unroll the whole
+    batch in one scan."""
     rates = getattr(model.regularise, "rates", None)
     if rates is None:
         return
     name = estimator.name.partition(":")[0]
-    if (rates.zoneout or rates.zoneout_c) and name in PER_EXAMPLE + SPLIT:
-        raise ValueError(
-            f"{estimator.name} {'splits the sequence' if name in SPLIT else 'runs one step at a time'}"
-            f", so it cannot take zoneout's per-step masks (they travel with the whole batch's "
-            f"projected inputs); use full, truncated:K, randomized:P, es or pes with zoneout")
-    if name not in PER_EXAMPLE:
+    if name in WHOLE_BATCH:
         return
+    per_example = name not in SPLIT
+    if rates.zoneout or rates.zoneout_c:
+        raise ValueError(
+            f"{estimator.name} {'runs one step at a time' if per_example else 'splits the sequence'}"
+            f", so it cannot take zoneout's per-step masks (they travel with the whole batch's "
+            f"projected inputs); use {', '.join(WHOLE_BATCH)} with zoneout")
     per_sequence = [n for n in ("inputs", "recurrent", "between", "output", "candidate")
                     if getattr(rates, n)]
-    if per_sequence:
+    if per_example and per_sequence:
         raise ValueError(
             f"{estimator.name} runs the cell one example at a time, so it cannot take the "
             f"per-sequence (variational) dropout masks {per_sequence}; use weight_drop / "
