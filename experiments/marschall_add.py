@@ -161,7 +161,7 @@ def train_method(model, name, train, validate, lrs, seeds, eval_every, seed=0):
     opt = jrnn.make_optimizer("sgd", lrs[0] * L, clip=None, inject=True)
     steps = len(train[0]) // L
     t0 = time.perf_counter()
-    status = "ok"
+    status, extra = "ok", {}
     try:
         res = jrnn.fit(model, opt, cut(*train, L), estimator=est, batch_size=1, carry_over=True,
                        validate=validate,
@@ -171,6 +171,12 @@ def train_method(model, name, train, validate, lrs, seeds, eval_every, seed=0):
                                               eval_every=max(1, eval_every // L),
                                               on_nonfinite="stop"))
         history = res.history
+        fb = getattr(res.state.carry, "feedback", None)
+        if fb is not None:  # RFLO: has the readout come to align with the fixed feedback?
+            W = res.state.params["head"]["W_hq"]  # [R, H, O] as fb ([H, O] for one run)
+            W, fb = (jnp.reshape(a, (-1,) + jnp.shape(a)[-2:]) for a in (W, fb))
+            extra = {"readout_feedback_cos": [
+                float(compare.alignment(W[r], fb[r])["cos"]) for r in range(W.shape[0])]}
     except jrnn.NonFiniteError as e:  # a diverging run stops its sweep: keep what was logged
         history, status = list(getattr(e, "history", [])), f"non-finite: {e}"
     seconds = time.perf_counter() - t0
@@ -183,7 +189,10 @@ def train_method(model, name, train, validate, lrs, seeds, eval_every, seed=0):
     final_test = test[-1].reshape(seeds, len(lrs)) / BASELINE
     score = np.where(np.isfinite(final_val), final_val, np.inf).mean(0)
     best = int(np.argmin(score))
-    return {"estimator": est.name, "window": L, "status": status, "seconds": seconds,
+    if "readout_feedback_cos" in extra:  # the best lr's runs
+        extra["readout_feedback_cos"] = [extra["readout_feedback_cos"][k * len(lrs) + best]
+                                         for k in range(seeds)]
+    return {**extra, "estimator": est.name, "window": L, "status": status, "seconds": seconds,
             "steps": steps * L, "updates": steps, "lrs": list(lrs), "best_lr": lrs[best],
             "final_val_norm": final_val.tolist(), "final_test_norm": final_test.tolist(),
             "best_test_norm": final_test[:, best].tolist(),
@@ -283,6 +292,13 @@ def write_md(res, path):
     for name, r in res["methods"].items():
         means = np.mean(np.asarray(r["final_test_norm"], float), axis=0)
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in means) + " |")
+    for name, r in res["methods"].items():
+        if "readout_feedback_cos" in r:
+            lines += ["", f"{name}: cosine between the trained readout W_hq and the fixed random "
+                      f"feedback B at the end (best lr, per seed): "
+                      + " / ".join(f"{v:.2f}" for v in r["readout_feedback_cos"])
+                      + " (feedback alignment: W_hq turning toward B makes B's learning signal "
+                      "useful; 0 = unrelated)."]
     a = res["alignment"]
     lines += ["", f"Pairwise gradient alignment (mean cosine of the cell-parameter gradients of "
               f"the current step's loss, all at the same params along one RTRL-trained "
