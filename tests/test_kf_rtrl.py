@@ -15,6 +15,7 @@ Sizes are tiny (H = 3, T <= 6); each test compiles one program.
 """
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -75,12 +76,13 @@ def test_kf_rtrl_is_exact_on_two_steps_unbiased_after_and_beats_uoro(cell):
             b, k = inp
             l, g, c, _ = e.value_and_grad(model, params, c, b, k)
             return c, (l, _flat(g["cell"]), _flat(g["head"]))
-        c1, (l, g, h) = jax.lax.scan(body, e.init_carry(model, params, (B,)),
+        _, (l, g, h) = jax.lax.scan(body, e.init_carry(model, params, (B,)),
                                      (both, jax.random.split(key)))
         return l, g, h[1]
 
     def fresh(e, b, key):
-        return _flat(e.value_and_grad(model, params, e.init_carry(model, params, (B,)), b, key)[1]["cell"])
+        c = e.init_carry(model, params, (B,))
+        return _flat(e.value_and_grad(model, params, c, b, key)[1]["cell"])
 
     @_jit
     def run():
@@ -105,9 +107,9 @@ def test_kf_rtrl_is_exact_on_two_steps_unbiased_after_and_beats_uoro(cell):
     for i in range(2):
         assert kg[:, i].std(0).max() > 1e-4  # really stochastic after step 2
         z = _zscores(kg[:, i], rg[i])
-        assert z.max() < Z, f"batch {i + 1}: KF-RTRL mean is {z.max():.1f} standard errors from RTRL"
+        assert z.max() < Z, f"batch {i + 1}: KF-RTRL mean {z.max():.1f} standard errors from RTRL"
         var_kf, var_uoro = kg[:, i].var(0).sum(), ug[:, i].var(0).sum()
-        assert var_kf < 0.5 * var_uoro, f"batch {i + 1}: variance {var_kf:.3g} vs UORO {var_uoro:.3g}"
+        assert var_kf < 0.5 * var_uoro, f"batch {i + 1}: variance {var_kf:.3g}, UORO {var_uoro:.3g}"
     # power: the same test rejects the gradient with batch 1's influence dropped
     assert _zscores(kg[:, 1], np.asarray(g_cut)).max() > Z
 
@@ -120,7 +122,8 @@ def test_kf_rtrl_honours_resets():
     resets[3] = True
     second = ((np.arange(T) >= 3)[:, None] * np.ones((1, B))).astype(np.float32)
     b = b._replace(mask=second, resets=resets)
-    other = b._replace(inputs=np.where(np.arange(T)[:, None, None] < 3, 3.0, b.inputs).astype(np.float32))
+    first = np.arange(T)[:, None, None] < 3
+    other = b._replace(inputs=np.where(first, 3.0, b.inputs).astype(np.float32))
     # the second episode alone, from a fresh carry: RTRL's reference gradient
     alone = Batch(b.inputs[3:], b.targets[3:], second[3:])
     est, rtrl, key = kf.kf_rtrl(), G.rtrl(), jax.random.key(0)
@@ -147,7 +150,7 @@ def test_kf_rtrl_honours_resets():
     samples = np.asarray(samples)
     assert samples.std(0).max() > 1e-4
     z = _zscores(samples, np.asarray(ref))
-    assert z.max() < Z, f"KF-RTRL on the packed stream is {z.max():.1f} standard errors from RTRL"
+    assert z.max() < Z, f"KF-RTRL on the packed stream: {z.max():.1f} standard errors from RTRL"
     # power: the exact gradient of the same stream without the reset is rejected
     assert _zscores(samples, np.asarray(uncut)).max() > Z
 
@@ -159,7 +162,8 @@ def test_kf_rtrl_honours_resets():
 def test_kf_rtrl_refuses_other_cells(cell):
     model = jrnn.language_model(cell, 4)
     params = model.init(jax.random.key(0))
-    with pytest.raises(ValueError, match=rf"kf-rtrl needs an Elman-type cell .* got cell {cell.name!r}"):
+    with pytest.raises(ValueError, match=rf"kf-rtrl needs an Elman-type cell .* got cell "
+                                         rf"{cell.name!r}"):
         kf.kf_rtrl().init_carry(model, params, (2,))
 
 
@@ -186,3 +190,73 @@ def test_fit_with_kf_rtrl_lowers_the_loss():
     ppl = [r["train_ppl"] for r in res.history if "train_ppl" in r]
     assert len(ppl) >= 3 and all(np.isfinite(ppl)), ppl
     assert ppl[-1] < 0.7 * ppl[0], f"train perplexity {ppl[0]:.2f} -> {ppl[-1]:.2f}"
+
+
+# --------------------------------------------------------------------------- OK
+
+
+@pytest.mark.parametrize("sigma", [[3.0, 2.0, 1.0], [5.0, 1.0, 0.5], [1.0, 1.0, 1.0],
+                                   [2.0, 1.0, 0.0], [4.0, 3.0, 2.0, 1.0]])
+def test_ok_rank_drop_is_unbiased_by_enumeration(sigma):
+    """Over all sign vectors: the mean of Y Y^T is diag(sigma), each Y has one column fewer;
+    when the last value is zero nothing is random (exact)."""
+    n = len(sigma)
+    signs = np.array(list(itertools.product([-1.0, 1.0], repeat=n)))
+    Ys = np.asarray(jax.jit(jax.vmap(lambda c: kf._unbiased_rank_drop(jnp.asarray(sigma), c)))(signs))
+    assert Ys.shape == (2 ** n, n, n - 1)
+    mean = np.einsum("sij,skj->ik", Ys, Ys) / 2 ** n
+    np.testing.assert_allclose(mean, np.diag(sigma), atol=1e-5)
+    spread = np.einsum("sij,skj->sik", Ys, Ys).std(0).max()
+    assert (spread < 1e-5) == (sigma[-1] == 0.0), spread
+
+
+def test_ok_is_exact_on_three_steps_unbiased_after_and_beats_kf_rtrl():
+    T, B, n = 4, 1, 2000
+    model, params, b1 = _problem(jrnn.elman(3), True, T, B, seed=4)
+    b2 = _problem(jrnn.elman(3), True, T, B, seed=5, mask=True)[2]
+    both = jax.tree.map(lambda a, b: np.stack([a, b]), b1, b2)
+    first3 = b1._replace(mask=np.where(np.arange(T)[:, None] < 3, 1.0, 0.0).astype(np.float32))
+    ok, kfr, rtrl = kf.ok_rtrl(2), kf.kf_rtrl(), G.rtrl()
+
+    def two(e, key):
+        def body(c, inp):
+            b, k = inp
+            _, g, c, _ = e.value_and_grad(model, params, c, b, k)
+            return c, _flat(g["cell"])
+        return jax.lax.scan(body, e.init_carry(model, params, (B,)),
+                            (both, jax.random.split(key)))[1]
+
+    @_jit
+    def run():
+        keys = jax.random.split(jax.random.key(1), n)
+        og = jax.vmap(lambda k: two(ok, k))(keys)
+        kg = jax.vmap(lambda k: two(kfr, k))(keys)
+        rg = two(rtrl, keys[0])
+        o3 = jax.vmap(lambda k: _flat(ok.value_and_grad(
+            model, params, ok.init_carry(model, params, (B,)), first3, k)[1]["cell"]))(keys[:8])
+        r3 = _flat(rtrl.value_and_grad(model, params, rtrl.init_carry(model, params, (B,)), first3,
+                                       None)[1]["cell"])
+        return og, kg, rg, o3, r3
+
+    og, kg, rg, o3, r3 = map(np.asarray, run())
+    # rank <= 2 until the third step's influence: exact, whatever the signs (to float32
+    # round-off through the QR / SVD / eigh; float64 agrees to 1e-15)
+    np.testing.assert_allclose(o3, np.broadcast_to(r3, o3.shape), atol=5e-4 * np.abs(r3).max())
+    for i in range(2):
+        assert og[:, i].std(0).max() > 1e-4
+        z = _zscores(og[:, i], rg[i])
+        assert z.max() < Z, f"batch {i + 1}: OK mean {z.max():.1f} standard errors from RTRL"
+        var_ok, var_kf = og[:, i].var(0).sum(), kg[:, i].var(0).sum()
+        assert var_ok < 0.5 * var_kf, f"batch {i + 1}: variance {var_ok:.3g}, KF-RTRL {var_kf:.3g}"
+    # power: a target off by 5% of the gradient's scale is rejected
+    assert _zscores(og[:, 1], rg[1] + 0.05 * np.abs(rg[1]).max()).max() > Z
+
+
+def test_ok_parse_and_refusals():
+    assert G.parse("ok").name == "ok" and G.parse("ok:3").name == "ok:3"
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="rank"):
+            kf.ok_rtrl(bad)
+    model = jrnn.language_model(jrnn.gru(3), 4)
+    with pytest.raises(ValueError, match="ok needs an Elman-type cell"):
+        kf.ok_rtrl().init_carry(model, model.init(jax.random.key(0)), (2,))

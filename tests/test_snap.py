@@ -70,7 +70,7 @@ def _dense_run(theta, unravel, s0, unravel_s, vg, jac, params, pattern, carry, i
     g_th, g_head, total = np.zeros(theta.size), None, 0.0
     states, Ms = [], []
     for b in range(B):
-        s = np.asarray(ravel_pytree(jax.tree.map(lambda a: a[b], carry))[0])
+        s = np.asarray(ravel_pytree(jax.tree.map(lambda a, b=b: a[b], carry))[0])
         M = np.asarray(influence[b])
         for t in range(T):
             x, y = batch.inputs[t, b], batch.targets[t, b]
@@ -191,7 +191,7 @@ def test_snap1_memory_does_not_grow_with_T():
     for name, est in (("snap1", G.snap1()), ("full", G.full())):
         for T in (128, 512):
             ids = jax.ShapeDtypeStruct((T, 4), jnp.int32)
-            carry = jax.eval_shape(lambda p: est.init_carry(model, p, (4,)), params)
+            carry = jax.eval_shape(lambda p, est=est: est.init_carry(model, p, (4,)), params)
             fn = jax.jit(lambda p, c, b, est=est: est.value_and_grad(model, p, c, b, None)[:2])
             stats = fn.lower(params, carry, Batch(ids, ids)).compile().memory_analysis()
             if stats is None or not hasattr(stats, "temp_size_in_bytes"):
@@ -217,7 +217,7 @@ def _diagonal_recurrence(params):
 
 @pytest.mark.parametrize("name", ["leaky", "leaky-learned"])  # rnn, gru, lstm: test_grads.py
 def test_snap1_is_rtrl_for_two_steps_and_diagonal_recurrence(name):
-    make, K = CELLS[name]
+    make, _ = CELLS[name]
     T, B = 5, 2
     model, params, batch = problem(make(), T, B, seed=3)
     first2 = batch._replace(mask=jnp.asarray(np.where(np.arange(T)[:, None] < 2, 1.0, 0.0)
@@ -279,7 +279,8 @@ def test_snap2_equals_the_dense_reference_on_its_pattern(name, tokens):
     ref = dense_snap(model, params, pat)
     rl1, rg1, rs1, rM1 = ref(s0, np.zeros((B, H, pat.shape[1])), b1)
     rl2, rg2, rs2, _ = ref(rs1, rM1, b2)
-    for (l, g, s), (rl, rg, rs) in [((l1, g1, s1), (rl1, rg1, rs1)), ((l2, g2, s2), (rl2, rg2, rs2))]:
+    for (l, g, s), (rl, rg, rs) in [((l1, g1, s1), (rl1, rg1, rs1)),
+                                    ((l2, g2, s2), (rl2, rg2, rs2))]:
         np.testing.assert_allclose(float(l), rl, rtol=1e-12)
         assert_close(g, rg)
         assert_close(s, rs)

@@ -1,11 +1,15 @@
-"""Online estimators: forward-mode influence, one step at a time (RTRL, UORO, SnAp-1, SnAp-2).
+"""Online estimators: forward-mode influence (RTRL, UORO, SnAp-1, SnAp-2).
+
+RTRL, UORO and SnAp-2 walk the batch one step at a time; SnAp-1 computes
+``chunk`` steps at once, with the same result (:func:`snap1`).
 
 Resets (``Batch.resets``): where ``resets[t, b]`` is true, example ``b``'s
 carry entering step ``t`` is replaced by the cell's initial carry and its
 influence by zero (RTRL's ``M``, UORO's ``(s_tilde, theta_tilde)``, SnAp-1's
-and SnAp-2's compact ``M``; KF-RTRL's factors, :mod:`jrnn.grads.kf`): the restarted state does not depend on the params, so no
-gradient crosses the reset -- the estimators then compute on a packed stream
-what they compute on each episode from a fresh carry.
+and SnAp-2's compact ``M``; KF-RTRL's factors, :mod:`jrnn.grads.kf`): the
+restarted state does not depend on the params, so no gradient crosses the
+reset -- the estimators then compute on a packed stream what they compute on
+each episode from a fresh carry.
 """
 
 from __future__ import annotations
@@ -609,7 +613,6 @@ def snap2(mask) -> GradientEstimator:
         V, H = sizes(model, params)
         cell, fast = model.cell, model.cell.fast
         _, unravel_theta, _, unravel_s, _, _ = _online_parts(model, params)
-        Sn = rows.shape[1]
         ok = jnp.asarray(valid)
 
         def update(f, theta, s, x, infl, gs, key):
