@@ -36,7 +36,10 @@ trajectory, trained by RTRL, every method's estimate of the gradient of the
 current step's loss is computed at the same params every step -- the online
 methods from their own carries (influence, traces) advanced along the
 trajectory, BPTT through the last 10 steps, truncated:1 through one -- and the
-pairwise cosines are averaged over the steps after a burn-in.
+pairwise cosines are averaged over the steps after a burn-in. For RFLO the
+cosine between its trained readout ``W_hq`` and its fixed feedback ``B`` is
+also reported (feedback alignment: ``W_hq`` turning toward ``B`` is what makes
+the random learning signal useful).
 
 Reference: Marschall, Cho & Savin 2020, "A unified framework of online
 learning algorithms for training recurrent neural networks" (JMLR 21),
