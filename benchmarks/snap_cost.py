@@ -11,7 +11,7 @@ character LM with V = 28, batch 32, 35 steps), timed by
   one example and one step at a time, the dense ``N x N`` carry Jacobian per
   example by ``jacfwd``, its diagonal blocks kept (the same numbers:
   ``tests/test_snap.py`` checks the shipped one against a dense reference);
-- ``kf-rtrl`` (rnn only) and ``rtrl`` at ``--rtrl-hidden`` (RTRL's influence
+- ``kf-rtrl`` and ``ok`` (rank 2; rnn only) and ``rtrl`` at ``--rtrl-hidden`` (RTRL's influence
   is ``B N P``: 32 x 64 x 18k floats would not be a fair step to time).
 
 Prints a Markdown table with the CPU load beside it; ``--json`` writes the rows.
@@ -94,7 +94,7 @@ def rows(cells, H: int, rtrl_hidden: int, B: int, T: int, repeats: int):
         cases = [("full", make(H), "full"), ("snap1", make(H), "snap1"),
                  ("snap1 (old)", make(H), "snap1-old")]
         if name == "rnn":
-            cases.append(("kf-rtrl", make(H), "kf-rtrl"))
+            cases += [("kf-rtrl", make(H), "kf-rtrl"), ("ok (rank 2)", make(H), "ok")]
         cases += [(f"full (H={rtrl_hidden})", make(rtrl_hidden), "full"),
                   (f"rtrl (H={rtrl_hidden})", make(rtrl_hidden), "rtrl")]
         for label, cell, spec in cases:

@@ -202,7 +202,8 @@ def test_ok_rank_drop_is_unbiased_by_enumeration(sigma):
     when the last value is zero nothing is random (exact)."""
     n = len(sigma)
     signs = np.array(list(itertools.product([-1.0, 1.0], repeat=n)))
-    Ys = np.asarray(jax.jit(jax.vmap(lambda c: kf._unbiased_rank_drop(jnp.asarray(sigma), c)))(signs))
+    drop = jax.jit(jax.vmap(lambda c: kf._unbiased_rank_drop(jnp.asarray(sigma), c)))
+    Ys = np.asarray(drop(signs))
     assert Ys.shape == (2 ** n, n, n - 1)
     mean = np.einsum("sij,skj->ik", Ys, Ys) / 2 ** n
     np.testing.assert_allclose(mean, np.diag(sigma), atol=1e-5)
