@@ -174,7 +174,9 @@ def test_a_stack_trains_and_evaluates_as_a_numpy_loop():
 def test_estimators_with_fixed_masks_give_full_bptts_gradient_and_the_others_refuse():
     opt = jrnn.make_optimizer("sgd", 1.0, clip=None)
     b, key = _batch(2), jax.random.key(9)
-    for cell, rates, specs in [(jrnn.lstm(H), {"zoneout": 0.3, "zoneout_c": 0.5}, ("full", f"truncated:{T}")),
+    # zoneout: full BPTT (truncated / randomized differ from it by design, ES / PES are noisy);
+    # candidate dropout: full and checkpointed (its segments, the same gradient)
+    for cell, rates, specs in [(jrnn.lstm(H), {"zoneout": 0.3, "zoneout_c": 0.5}, ("full",)),
                                (jrnn.gru(H), {"candidate": 0.4}, ("full", "checkpointed:2"))]:
         model = jrnn.language_model(cell, V)
         params = model.init(jax.random.key(0))
