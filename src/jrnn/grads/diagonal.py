@@ -16,8 +16,10 @@ closes on it exactly:
 Both factors are computed per step on the whole batch without any Jacobian
 matrix: the ``K x K`` per-unit blocks of ``J_s`` come from ``K`` JVPs with
 block-ones tangents (one per carry block; exact because ``J_s`` is
-block-diagonal), the immediate term from ``K`` VJPs per example with
-block-ones cotangents (each parameter's column sums to its one unit). The
+block-diagonal), the immediate term from one JVP per row of each recurrent
+parameter ``[L..., N]``, with a tangent that is one on that row for every unit
+(unit ``i`` moves only through its own column, so the row's tangent gives each
+unit's derivative at once). The
 gradient is accumulated online as ``g += dl_t/dtheta|_imm + (dl_t/ds_{t-1}) M_{t-1}``
 (the same scheme as :func:`jrnn.grads.rtrl`). Memory: ``B K P_rec`` floats
 (``P_rec`` the recurrent params; the readout's none), independent of ``T``;
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import validation
 from ..lru import ElementwiseSpec, elementwise_spec
@@ -199,16 +202,20 @@ def diag_rtrl(stack: str = "refuse") -> GradientEstimator:
             Js = jax.vmap(lambda t: lin(_unflat(t, s, 1)))(tangents)  # [K(j), B, K*N]
             Js = Js.reshape(K, B, K, N).transpose(1, 2, 0, 3)  # [B, k, j, N]
 
-            # immediate influence: cotangent ones on block k sums d s'_{k,i}/d theta_p over i,
-            # which is the one term i = u(p)
+            # immediate influence, on the whole batch: a tangent that is one on row l of a
+            # param [L..., N] for every unit i moves unit i only through theta_{l,i}, so one JVP
+            # per row gives d s'_{k,i} / d theta_{l,i} for all i (no per-example Jacobians)
             rec = {k: p[k] for k in spec.recurrent}
-
-            def per_example(s_b, x_b):
-                f = lambda r: _flat(cell.apply({**p, **r}, s_b, x_b)[0], 0)
-                _, vjp = jax.vjp(f, rec)
-                return jax.vmap(lambda c: vjp(c)[0])(jnp.repeat(eye, N, axis=1))  # [K, ...]
-
-            imm = jax.vmap(per_example)(s, inp)  # key -> [B, K, *shape]
+            _, lin_p = jax.linearize(lambda r: step({**p, **r}, s, inp), rec)
+            zero = jax.tree.map(jnp.zeros_like, rec)
+            imm = {}
+            for k in spec.recurrent:
+                shape = jnp.shape(rec[k])
+                L = int(np.prod(shape[:-1], dtype=int))
+                rows = jnp.broadcast_to(jnp.eye(L, dtype=rec[k].dtype)[:, :, None], (L, L, N))
+                out = jax.vmap(lambda t, k=k, shape=shape: lin_p({**zero, k: t.reshape(shape)}))(
+                    rows)  # [L, B, K*N]
+                imm[k] = out.reshape(L, B, K, N).transpose(1, 2, 0, 3).reshape((B, K) + shape)
             new = {}
             for k in spec.recurrent:
                 m = M[k].reshape(B, K, -1, N)
