@@ -17,7 +17,7 @@ functions (in the spirit of ``optax.GradientTransformation``) and a name:
 Hyper-parameters are closed over by the constructors and checked eagerly:
 ``full()``, ``truncated(K)``, ``tbptt(k1, k2)``, ``randomized(p)``,
 ``checkpointed(S)``, ``rtrl()``, ``uoro()``, ``snap1()``, ``snap2(mask)``,
-``kf_rtrl()`` (:mod:`.kf`), ``rflo()`` and ``eprop()`` (:mod:`.local`, leaky
+``kf_rtrl()`` and ``ok_rtrl(rank)`` (:mod:`.kf`), ``rflo()`` and ``eprop()`` (:mod:`.local`, leaky
 vanilla RNNs), ``diag_rtrl()`` (:mod:`.diagonal`, element-wise recurrences such
 as :func:`jrnn.lru.lru`), ``es()`` and ``pes()`` (:mod:`.perturb`);
 :func:`parse` reads ``"truncated:35"``.
@@ -73,6 +73,6 @@ __all__ = [
     "rtrl", "uoro", "snap1", "snap2", "parse", "register", "ESTIMATORS",
 ]
 from .perturb import PESCarry, es, pes; __all__ += ["es", "pes", "PESCarry"]  # noqa: E402,E702
-from .kf import kf_rtrl; __all__ += ["kf_rtrl"]  # noqa: E402,E702
+from .kf import kf_rtrl, ok_rtrl; __all__ += ["kf_rtrl", "ok_rtrl"]  # noqa: E402,E702
 from .local import LocalCarry, eprop, rflo; __all__ += ["rflo", "eprop", "LocalCarry"]  # noqa: E402,E702
 from .diagonal import diag_rtrl; __all__ += ["diag_rtrl"]  # noqa: E402,E702

@@ -21,8 +21,12 @@ class OnlineCarry(NamedTuple):
     Attributes:
       state: the cell's carry ``[B, ...]``.
       influence: the estimator's running influence: RTRL ``[B, N, P]``; UORO
-        ``(s_tilde [B, N], theta_tilde [B, P])``; SnAp-1 ``[B, K, P]``
-        (``N`` flattened carry size, ``P`` number of cell params).
+        ``(s_tilde [B, N], theta_tilde [B, P])``; SnAp-1 a tree like the cell
+        params, ``[B, K, *shape]``; KF-RTRL ``(u [B, m], A [B, H, H])``; OK
+        ``(U [B, m, r], A [B, r, H, H])``; SnAp-2 ``{"M": [B, H, S, m]}``
+        (``N`` flattened carry size, ``P`` number of cell params, ``m`` the
+        width of ``[x; h; 1]``, ``r`` OK's rank, ``S`` SnAp-2's largest
+        two-step fan-out).
     """
 
     state: Any
