@@ -136,6 +136,15 @@ def fit(model: Model, optimizer, train_batches: Callable[[int], Iterable[Batch]]
     return FitResult(loop.state, loop.history)
 
 
+def _rates(model) -> list | None:
+    """The dropout rates for the fingerprint; the rates added after the first six (candidate,
+    zoneout, zoneout_c) only when set, so runs saved before they existed still resume."""
+    rates = list(getattr(model.regularise, "rates", ()))
+    while len(rates) > 6 and rates[-1] == 0:
+        rates.pop()
+    return rates or None
+
+
 class _Loop:
     """The loop's state between steps, and what happens at records, evaluations and saves."""
 
@@ -203,7 +212,7 @@ class _Loop:
                 "estimator": self.estimator.name, "seed": int(self.cfg.seed),
                 "seeds": int(self.cfg.seeds), "lrs": None if self.cfg.lrs is None else list(self.cfg.lrs),
                 "batch_size": int(self.batch_size),
-                "dropout": list(getattr(m.regularise, "rates", ())) or None,
+                "dropout": _rates(m),
                 "carry_over": bool(self.carry_over)}
 
     # -- each step
