@@ -4,7 +4,7 @@ SnAp-1 and full BPTT, scaled down to a loaded 2-core CPU.
 
 Usage::
 
-    python experiments/zucchet_copy.py                        # the table (about 15 min on 2 cores)
+    python experiments/zucchet_copy.py                        # the table (10 min on 2 cores)
     python experiments/zucchet_copy.py --quick --out /tmp/zc   # smoke run (< 40 s)
 
 The task (as in the paper's code, ``online_lru/dataloaders/copy.py``, ``copy-pad-classification``
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny model, few updates")
     ap.add_argument("--out", default=DEFAULT_OUT)
     ap.add_argument("--seeds", type=int, default=None, help="default 3 (quick 1)")
-    ap.add_argument("--updates", type=int, default=None, help="default 400 (quick 4)")
+    ap.add_argument("--updates", type=int, default=None, help="default 1000 (quick 4)")
     ap.add_argument("--pattern", type=int, default=None, help="default 20 (quick 4)")
     ap.add_argument("--pad", type=int, default=7)
     ap.add_argument("--hidden", type=int, default=None, help="LRU output width H (default 64)")
@@ -264,14 +264,14 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-gru", type=float, default=3e-3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--test", type=int, default=None, help="test sequences (default 512, quick 64)")
-    ap.add_argument("--evals", type=int, default=None, help="default 20 (quick 1)")
+    ap.add_argument("--evals", type=int, default=None, help="default 25 (quick 1)")
     ap.add_argument("--rows", default=None, help="subset, e.g. 'lru|full,gru|snap1'")
     ap.add_argument("--memory", action="store_true",
                     help="only write memory.json: compiled temp bytes of diag-rtrl vs full vs T")
     args = ap.parse_args(argv)
     q = args.quick
     args.seeds = args.seeds or (1 if q else 3)
-    args.updates = args.updates or (4 if q else 400)
+    args.updates = args.updates or (4 if q else 1000)
     args.pattern = args.pattern or (4 if q else 20)
     args.hidden = args.hidden or (8 if q else 64)
     args.state = args.state or (8 if q else 128)
@@ -279,7 +279,7 @@ def main(argv=None) -> int:
     args.stack_hidden = args.stack_hidden or (8 if q else 32)
     args.stack_state = args.stack_state or (8 if q else 64)
     args.test = args.test or (64 if q else 512)
-    args.evals = args.evals or (1 if q else 20)
+    args.evals = args.evals or (1 if q else 25)
     rows = QUICK_ROWS if q else ROWS
     if args.rows:
         rows = [tuple(r.split("|")) for r in args.rows.split(",")]
