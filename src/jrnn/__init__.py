@@ -5,8 +5,8 @@ come from autodiff or a named gradient estimator; one jit-compiled Optax train
 step serves the CLI, the experiments and the benchmarks.
 """
 
-from jrnn import (cells, compare, data, gradient_flow, grads, output_recurrence, parallel, regularise,
-                  reservoir, seq2seq, tagging, validation)
+from jrnn import (cells, compare, data, gradient_flow, grads, lru, output_recurrence, parallel,
+                  regularise, reservoir, seq2seq, tagging, validation)
 from jrnn.cells import (CELLS, Cell, FastRecurrence, LSTMState, by_name, check_token_ids, elman, gru,
                         leaky, lstm, stack)
 from jrnn.config import LoopConfig, TrainConfig
@@ -30,7 +30,7 @@ __all__ = [
     "Model", "NonFiniteError", "OPTIMIZERS", "OnlineCarry", "RunDir", "TrainConfig", "TrainState",
     "accuracy", "bidirectional", "bits_per_char", "by_name", "cells", "check_token_ids", "classifier",
     "compare", "data", "elman", "evaluate", "fit", "from_torch", "gradient_flow", "grads", "gru",
-    "held_out", "init_state", "init_states", "language_model", "leaky", "load_run", "lstm",
+    "held_out", "init_state", "init_states", "language_model", "leaky", "load_run", "lru", "lstm",
     "make_optimizer", "mean_ci", "output_recurrence", "parallel", "perplexity", "predict", "regressor", "regularise",
     "reservoir", "reuse_host_memory", "seq2seq", "sequence_loss", "set_hyperparam", "stack",
     "tagging", "to_torch", "train_step", "unroll", "validation",
