@@ -63,7 +63,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.flatten_util import ravel_pytree
 
 import jrnn
 import jrnn.grads.local  # noqa: F401  (registers rflo and eprop)
@@ -221,7 +220,6 @@ def alignment_run(model, names, lr, steps, burn_in, seed=0, data_seed=100, fast_
     params, carries = jax.jit(lambda k: (lambda p: (p, {
         n: e.init_carry(model, p, (1,)) for n, e in ests.items() if METHODS[n][1] == 1}))(
         model.init(k)))(jax.random.key(seed))
-    driver = ests["rtrl"]
     H, M = model.cell.hidden_size, len(names)
     onehot_last = jnp.zeros((WINDOW, 1), jnp.float32).at[-1].set(1.0)
 
