@@ -134,6 +134,40 @@ def _zero_influence(specs, layer_params, B, dtype):
 # the estimator
 
 
+def _layer_traces(cell, spec, p, s, inp, M, B: int) -> dict:
+    """One element-wise layer's step: its diagonal ``J_s`` blocks and immediate influence
+    -> the new influence ``M`` (``key -> [B, K, *param.shape]``)."""
+    K, N = spec.blocks, spec.units
+    step = lambda p, s, x: _flat(cell.apply(p, s, x)[0], 1)  # [B, K*N]
+    # J_s blocks: tangent ones on carry block j gives, per unit i, d s'_{k,i}/d s_{j,i}
+    eye = jnp.eye(K, dtype=_flat(s, 1).dtype)
+    tangents = jnp.broadcast_to(jnp.repeat(eye, N, axis=1)[:, None], (K, B, K * N))
+    _, lin = jax.linearize(lambda s: step(p, s, inp), s)
+    Js = jax.vmap(lambda t: lin(_unflat(t, s, 1)))(tangents)  # [K(j), B, K*N]
+    Js = Js.reshape(K, B, K, N).transpose(1, 2, 0, 3)  # [B, k, j, N]
+
+    # immediate influence, on the whole batch: a tangent that is one on row l of a
+    # param [L..., N] for every unit i moves unit i only through theta_{l,i}, so one JVP
+    # per row gives d s'_{k,i} / d theta_{l,i} for all i (no per-example Jacobians)
+    rec = {k: p[k] for k in spec.recurrent}
+    _, lin_p = jax.linearize(lambda r: step({**p, **r}, s, inp), rec)
+    zero = jax.tree.map(jnp.zeros_like, rec)
+    imm = {}
+    for k in spec.recurrent:
+        shape = jnp.shape(rec[k])
+        L = int(np.prod(shape[:-1], dtype=int))
+        rows = jnp.broadcast_to(jnp.eye(L, dtype=rec[k].dtype)[:, :, None], (L, L, N))
+        out = jax.vmap(lambda t, k=k, shape=shape: lin_p({**zero, k: t.reshape(shape)}))(
+            rows)  # [L, B, K*N]
+        imm[k] = out.reshape(L, B, K, N).transpose(1, 2, 0, 3).reshape((B, K) + shape)
+    new = {}
+    for k in spec.recurrent:
+        m = M[k].reshape(B, K, -1, N)
+        m = jnp.einsum("bkjn,bjln->bkln", Js, m)
+        new[k] = m.reshape(M[k].shape) + imm[k]
+    return new
+
+
 def diag_rtrl(stack: str = "refuse") -> GradientEstimator:
     """Exact RTRL for element-wise recurrent cells at ``O(P)`` memory (module docstring).
 
@@ -190,39 +224,6 @@ def diag_rtrl(stack: str = "refuse") -> GradientEstimator:
             state, h = model.cell.apply(cell_params, state, x)
             return jnp.sum(wt * model.loss(model.head(head, h), y)), state
 
-        def layer_traces(l, p, s, inp, M):
-            """One layer's diagonal ``J_s`` blocks and immediate influence -> the new ``M``."""
-            cell, spec = layers[l], specs[l]
-            K, N = spec.blocks, spec.units
-            step = lambda p, s, x: _flat(cell.apply(p, s, x)[0], 1)  # [B, K*N]
-            # J_s blocks: tangent ones on carry block j gives, per unit i, d s'_{k,i}/d s_{j,i}
-            eye = jnp.eye(K, dtype=_flat(s, 1).dtype)
-            tangents = jnp.broadcast_to(jnp.repeat(eye, N, axis=1)[:, None], (K, B, K * N))
-            _, lin = jax.linearize(lambda s: step(p, s, inp), s)
-            Js = jax.vmap(lambda t: lin(_unflat(t, s, 1)))(tangents)  # [K(j), B, K*N]
-            Js = Js.reshape(K, B, K, N).transpose(1, 2, 0, 3)  # [B, k, j, N]
-
-            # immediate influence, on the whole batch: a tangent that is one on row l of a
-            # param [L..., N] for every unit i moves unit i only through theta_{l,i}, so one JVP
-            # per row gives d s'_{k,i} / d theta_{l,i} for all i (no per-example Jacobians)
-            rec = {k: p[k] for k in spec.recurrent}
-            _, lin_p = jax.linearize(lambda r: step({**p, **r}, s, inp), rec)
-            zero = jax.tree.map(jnp.zeros_like, rec)
-            imm = {}
-            for k in spec.recurrent:
-                shape = jnp.shape(rec[k])
-                L = int(np.prod(shape[:-1], dtype=int))
-                rows = jnp.broadcast_to(jnp.eye(L, dtype=rec[k].dtype)[:, :, None], (L, L, N))
-                out = jax.vmap(lambda t, k=k, shape=shape: lin_p({**zero, k: t.reshape(shape)}))(
-                    rows)  # [L, B, K*N]
-                imm[k] = out.reshape(L, B, K, N).transpose(1, 2, 0, 3).reshape((B, K) + shape)
-            new = {}
-            for k in spec.recurrent:
-                m = M[k].reshape(B, K, -1, N)
-                m = jnp.einsum("bkjn,bjln->bkln", Js, m)
-                new[k] = m.reshape(M[k].shape) + imm[k]
-            return new
-
         def body(acc, inp):
             state, M, g_cell, g_head, loss = acc
             x, y, wt, r = inp
@@ -245,7 +246,7 @@ def diag_rtrl(stack: str = "refuse") -> GradientEstimator:
                 hist = {k: jnp.einsum("bkn,bkln->ln", e, m[k].reshape(B, K, -1, N))
                         .reshape(jnp.shape(p[k])) for k in specs[l].recurrent}
                 lgc[l] = {**lgc[l], **{k: lgc[l][k] + hist[k] for k in hist}}
-                new_M.append(layer_traces(l, p, s, inp_l, m))
+                new_M.append(_layer_traces(c, specs[l], p, s, inp_l, m, B))
                 if l + 1 < len(layers):  # the next layer reads this one's output of this step
                     inp_l = jax.lax.stop_gradient(c.apply(p, s, inp_l)[1])
             gc = lgc[0] if model.cell.layers is None else tuple(lgc)
