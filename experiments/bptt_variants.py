@@ -45,6 +45,15 @@ optional) to ``--out`` (default: ``results/bptt_variants`` beside this
 script), prints one progress line per stage on stderr, and records the
 machine (CPU model, JAX version, device, load average) in both files.
 ``--quick`` shrinks every size for a CI smoke run.
+
+Seeds: ``--seeds N`` (default 8) repeats the accuracy section per seed (params,
+batch and keys from ``seed + i``) and trains the learning section's ``N`` seeds
+as one vmapped sweep through :func:`jrnn.fit` (``LoopConfig.seeds``: the same
+batches, distinct params and keys); every figure is the seed-mean with its 95%
+Student-t half-width (:func:`jrnn.mean_ci`), the per-seed values kept in
+``results.json``. The cost section runs once. PES is left out of the default
+list: every batch here starts from a fresh carry, where PES equals ES (its
+stream behaviour is ``influence_balancing.py``'s subject).
 """
 
 from __future__ import annotations
@@ -75,12 +84,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "bptt_variants")
 SECTIONS = ("accuracy", "cost", "lm", "copy")  # "learning" = lm,copy
 CELLS = ("gru", "lstm", "rnn")
-ONLINE = ("rtrl", "uoro", "snap1")
-STOCHASTIC = ("randomized", "uoro")
+# time-budgeted in the learning section: the online rules, and ES/PES (N forward unrolls each)
+ONLINE = ("rtrl", "uoro", "snap1", "kf-rtrl", "ok", "rflo", "eprop", "es", "pes")
+STOCHASTIC = ("randomized", "uoro", "kf-rtrl", "ok", "es", "pes")  # sampled over --keys
 
 # Full-run defaults and their --quick counterparts (an explicit flag wins over both).
 DEFAULTS: dict[str, Any] = dict(
-    estimators="full,truncated:5,truncated:17,randomized:0.8,randomized:0.95,checkpointed,rtrl,uoro,snap1",
+    estimators="full,truncated:5,truncated:17,tbptt:5,randomized:0.8,randomized:0.95,checkpointed,"
+               "rtrl,uoro,snap1,kf-rtrl,rflo,eprop,es",  # pes = es here: every batch starts a fresh carry
+    seeds=8,
     hidden=32, batch=8, seq_len=35, keys=64, pretrain=100,
     lengths="32,128,512,2048", repeats=5, segments="8,32,128,512", online_max_seconds=4.0,
     lm_chars=50_000, lm_hidden=64, lm_batch=32, lm_seq_len=35, lm_updates=300, lm_lr=0.01,
@@ -88,7 +100,7 @@ DEFAULTS: dict[str, Any] = dict(
     copy_lr=0.02, eval_every=25, lm_online_budget=40.0, copy_online_budget=80.0,
 )
 QUICK: dict[str, Any] = dict(
-    hidden=8, batch=4, seq_len=12, keys=8, pretrain=5,
+    hidden=8, batch=4, seq_len=12, keys=8, pretrain=5, seeds=2,
     lengths="16,64", repeats=1, segments="4,16", online_max_seconds=1.0,
     lm_chars=4_000, lm_hidden=8, lm_batch=4, lm_seq_len=12, lm_updates=10, lm_lr=0.01,
     copy_hidden=8, copy_batch=8, copy_symbols=3, copy_len=2, copy_delay=6, copy_updates=10,
@@ -109,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="bptt_variants.py",
-        description="Compare jrnn's gradient estimators (full, truncated:K, randomized:P, "
-                    "checkpointed[:S], rtrl, uoro, snap1) on one cell: gradient accuracy against "
+        description="Compare jrnn's gradient estimators (the BPTT family, the online rules, ES and "
+                    "PES; any --grad spec) on one cell over --seeds seeds: gradient accuracy against "
                     "full BPTT, time and memory per update as T grows, and learning curves on a "
                     "char LM and on the copy task. Writes results.json, results.md and PNG plots.",
         epilog="Example: JRNN_DATA_DIR=../shared/data python experiments/bptt_variants.py   "
@@ -130,11 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "truncated and one randomized, the first of each)")
     g.add_argument("--learn-estimators", default=None, help="specs trained in the learning "
                    "section (default: --estimators)")
-    g.add_argument("--cell", default="gru", choices=CELLS, help="recurrent cell for every section (default gru)")
+    g.add_argument("--cell", default="rnn", choices=CELLS,
+                   help="recurrent cell for every section (default rnn: every estimator takes it; "
+                        "kf-rtrl, rflo and eprop refuse gru and lstm)")
+    g.add_argument("--seeds", type=int, help="seeds of the accuracy and learning sections (params, "
+                   "batches, keys), reported as mean and 95%% CI; learning runs them as one "
+                   "vmapped sweep " + d("seeds"))
     g.add_argument("--corpus", default="timemachine", choices=("timemachine", "pydoc"),
                    help="char-LM text: 'timemachine' ($JRNN_DATA_DIR, cache or download, sha1 "
                         "checked) or the offline 'pydoc' (default timemachine)")
-    g.add_argument("--seed", type=int, default=0, help="seed of params, data and keys (default 0)")
+    g.add_argument("--seed", type=int, default=0, help="first seed of params, data and keys (default 0; --seeds N runs seed .. seed+N-1)")
     g.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
     a = p.add_argument_group("accuracy and cost model (small: RTRL costs O(N^2 P) per step)")
@@ -209,7 +226,7 @@ def _resolve(args) -> argparse.Namespace:
                              else _specs(args.learn_estimators, "--learn-estimators"))
     args.lengths = _ints(args.lengths, "--lengths")
     args.segments = [] if str(args.segments).lower() == "none" else _ints(args.segments, "--segments")
-    for name in ("hidden", "batch", "seq_len", "keys", "repeats", "lm_chars", "lm_hidden", "lm_batch",
+    for name in ("hidden", "batch", "seq_len", "keys", "seeds", "repeats", "lm_chars", "lm_hidden", "lm_batch",
                  "lm_seq_len", "lm_updates", "copy_hidden", "copy_batch", "copy_symbols", "copy_len",
                  "copy_delay", "copy_updates", "eval_every"):
         v = getattr(args, name)
@@ -360,60 +377,93 @@ def _random_batch(rng, vocab_size, T, B):
 # 1. accuracy
 
 
-def _accuracy(args, log, train, vocab) -> dict:
-    model = jrnn.language_model(_cell(args, args.hidden), len(vocab))
+def _accuracy_seed(args, log, train, model, seed, specs, grads_of) -> dict:
+    """One seed's accuracy records ``{spec: {"init": r, "trained": r}}`` (params, batch from ``seed``)."""
     B, T = args.batch, args.seq_len
-    batch = next(data.batches(train, B, T, "random", seed=args.seed + 1))
-    params0 = model.init(jax.random.key(args.seed))
-    param_sets = {"init": params0}
+    batch = next(data.batches(train, B, T, "random", seed=seed + 1))
+    param_sets = {"init": model.init(jax.random.key(seed))}
     if args.pretrain:
-        log(f"accuracy: {args.pretrain} full-BPTT updates (jrnn.fit) for the 'trained' params")
-        stream = _lm_stream(train, B, T, args.seed + 2)
+        stream = _lm_stream(train, B, T, seed + 2)
         res = jrnn.fit(model, jrnn.make_optimizer("adam", args.lm_lr, clip=1.0),
                        lambda epoch: itertools.islice(stream, args.pretrain), batch_size=B,
-                       carry_over=False, config=_quiet_loop(seed=args.seed, log_every=args.pretrain))
+                       carry_over=False, config=_quiet_loop(seed=seed, log_every=args.pretrain))
         param_sets["trained"] = jax.device_get(res.state.params)
-
-    keys = jax.random.split(jax.random.key(args.seed + 3), args.keys)
-    out = {"model": f"{args.cell}-{args.hidden} char LM, V={len(vocab)}", "B": B, "T": T,
-           "keys": args.keys, "pretrain_updates": args.pretrain,
-           "metric_note": "cosine / relative L2 error on the cell's params (the head is exact for "
-                          "every estimator); '_all' = all params", "results": {}}
-    fulls = {}
-    for spec in ["full"] + [s for s in args.estimators if s != "full"]:
-        est = grads.parse(spec)
-        rec = out["results"].setdefault(spec, {})
-        try:
-            carry = est.init_carry(model, params0, (B,))
-        except ValueError as e:
-            rec["skipped"] = str(e)
-            log(f"accuracy: {spec}: skipped ({e})")
-            continue
-        t0 = time.perf_counter()
-        stochastic = _family(spec) in STOCHASTIC
-        grad = jax.jit(lambda p, k, est=est, carry=carry: est.value_and_grad(model, p, carry, batch, k)[1])
+    keys = jax.random.split(jax.random.key(seed + 3), args.keys)
+    fulls = {name: grads_of["full"][0](params, batch, keys[0]) for name, params in param_sets.items()}
+    out = {}
+    for spec in specs:
+        one, sample = grads_of[spec]
+        rec = out[spec] = {}
         for name, params in param_sets.items():
-            if spec == "full":
-                fulls[name] = grad(params, keys[0])
             f = fulls[name]
-            if stochastic:
-                G = compare.draws(lambda k, params=params: grad(params, k), keys)
+            if sample is not None:
+                G = sample(params, batch, keys)
                 cell, every = compare.bias_variance(G["cell"], f["cell"]), compare.bias_variance(G, f)
                 r = {k: cell[k] for k in ("cos", "rel_err", "cos_std", "cos_of_mean", "bias", "bias_floor",
                                           "bias_ratio", "variance", "n")}
                 r.update(grad_norm=cell["norm"], full_norm=cell["ref_norm"])
             else:
-                g = grad(params, keys[0])
+                g = one(params, batch, keys[0])
                 cell, every = compare.alignment(g["cell"], f["cell"], per_leaf=True), compare.alignment(g, f)
                 r = {"cos": cell["cos"], "rel_err": cell["rel_err"], "grad_norm": cell["norm"],
                      "full_norm": cell["ref_norm"], "leaves": cell["leaves"]}
             r.update(cos_all=every["cos"], rel_err_all=every["rel_err"])
             rec[name] = _floats(r)
-        rec["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def _mean_records(per_seed: list) -> dict:
+    """Seed-mean of every numeric field, with ``{field}_ci`` (95% Student-t half-width) beside it."""
+    out = {"seeds": len(per_seed)}
+    for k, v in per_seed[0].items():
+        vals = [r[k] for r in per_seed]
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and all(
+                isinstance(x, (int, float)) and math.isfinite(x) for x in vals):
+            out[k], out[k + "_ci"] = jrnn.mean_ci(vals) if len(vals) > 1 else (float(v), None)
+        elif k == "leaves":
+            out[k] = v  # per-leaf alignment: the first seed's
+    if len(per_seed) > 1:
+        out["per_seed"] = [{k: v for k, v in r.items() if k != "leaves"} for r in per_seed]
+    return out
+
+
+def _accuracy(args, log, train, vocab) -> dict:
+    model = jrnn.language_model(_cell(args, args.hidden), len(vocab))
+    B, T = args.batch, args.seq_len
+    seeds = [args.seed + s for s in range(args.seeds)]
+    out = {"model": f"{args.cell}-{args.hidden} char LM, V={len(vocab)}", "B": B, "T": T,
+           "keys": args.keys, "pretrain_updates": args.pretrain, "seeds": seeds,
+           "metric_note": "cosine / relative L2 error on the cell's params (the head is exact for "
+                          "every estimator); '_all' = all params", "results": {}}
+    params0 = model.init(jax.random.key(args.seed))
+    grads_of, specs = {}, ["full"] + [s for s in args.estimators if s != "full"]
+    for spec in list(specs):
+        est = grads.parse(spec)
+        try:
+            carry = est.init_carry(model, params0, (B,))
+        except ValueError as e:
+            out["results"][spec] = {"skipped": str(e)}
+            log(f"accuracy: {spec}: skipped ({e})")
+            specs.remove(spec)
+            continue
+        one = lambda p, b, k, est=est, carry=carry: est.value_and_grad(model, p, carry, b, k)[1]
+        sample = (jax.jit(jax.vmap(one, in_axes=(None, None, 0))) if _family(spec) in STOCHASTIC
+                  else None)  # one compile per estimator, reused by every seed and param set
+        grads_of[spec] = (jax.jit(one), sample)
+    per_seed = []
+    for i, seed in enumerate(seeds):
+        t0 = time.perf_counter()
+        per_seed.append(_accuracy_seed(args, log, train, model, seed, specs, grads_of))
+        log(f"accuracy: seed {seed} ({i + 1}/{len(seeds)}) in {time.perf_counter() - t0:.1f} s")
+    for spec in specs:
+        rec = out["results"][spec] = {}
+        for name in per_seed[0][spec]:
+            rec[name] = _mean_records([r[spec][name] for r in per_seed])
         r = rec.get("trained", rec["init"])
+        stochastic = grads_of[spec][1] is not None
         log(f"accuracy: {spec:16s} cos {r['cos']:.4f}  rel err {r['rel_err']:.3g}"
             + (f"  bias {r['bias']:.3g} (floor {r['bias_floor']:.2g})  var {r['variance']:.3g}"
-               if stochastic else "") + f"  [{rec['seconds']:.1f}s]")
+               if stochastic else "") + f"  (mean of {len(seeds)} seeds)")
     return out
 
 
@@ -553,11 +603,14 @@ def _rss(args, V, T, specs, log) -> dict:
 
 def _train_curve(model, opt, spec, stream, evaluate, args, updates, batch_size, log, task,
                  budget) -> dict:
-    """Train one estimator with :func:`jrnn.fit`; validation points vs updates and training seconds.
+    """Train one estimator with :func:`jrnn.fit` over ``args.seeds`` seeds (one vmapped sweep);
+    validation points vs updates and training seconds.
 
     ``stream`` is an endless iterator of batches; the run takes its next ``updates``
-    (one "epoch" of fit). A one-update fit first compiles the step (fit memoises it
-    per model, optimizer and estimator), so ``train_seconds`` holds no compilation.
+    (one "epoch" of fit), the same batches for every seed (seeds differ in params and keys).
+    A one-update fit first compiles the step (fit memoises it per model, optimizer,
+    estimator and sweep size), so ``train_seconds`` holds no compilation. Every metric
+    ``k`` is the seed-mean per point, ``k_ci`` its 95% half-width and ``k_runs`` per seed.
     """
     est = grads.parse(spec)
     try:
@@ -569,28 +622,34 @@ def _train_curve(model, opt, spec, stream, evaluate, args, updates, batch_size, 
     first = next(stream)
     t0 = time.perf_counter()
     jrnn.fit(model, opt, lambda epoch: [first], estimator=est, batch_size=batch_size, carry_over=False,
-             config=_quiet_loop(seed=args.seed))
+             config=_quiet_loop(seed=args.seed, seeds=args.seeds))
     compile_s = time.perf_counter() - t0
-    rec = {"updates": [0], "seconds": [0.0], "compile_s": round(compile_s, 2), "train_loss": [],
-           "stopped_by_budget": False}
-    for k, v in evaluate(model.init(jax.random.key(args.seed))).items():  # update 0: fit's initial params
-        rec[k] = [v]
-    cfg = _quiet_loop(seed=args.seed, log_every=args.eval_every, eval_every=args.eval_every,
-                      on_nonfinite="skip", max_skips=updates, time_limit=budget if online else None)
+    rec = {"updates": [0], "seconds": [0.0], "compile_s": round(compile_s, 2), "seeds": args.seeds,
+           "train_loss": [], "stopped_by_budget": False}
+    key = jax.random.key(args.seed)  # fit's initial params: key(seed), or split(key, seeds)[s]
+    inits = [model.init(k) for k in ([key] if args.seeds == 1 else jax.random.split(key, args.seeds))]
+    points = [{k: [d[k] for d in map(evaluate, inits)] for k in evaluate(inits[0])}]
+    cfg = _quiet_loop(seed=args.seed, seeds=args.seeds, log_every=args.eval_every,
+                      eval_every=args.eval_every, on_nonfinite="skip", max_skips=updates,
+                      time_limit=budget if online else None)
     history = jrnn.fit(model, opt, lambda epoch: itertools.chain([first], itertools.islice(stream, updates - 1)),
                        estimator=est, batch_size=batch_size, carry_over=False, validate=evaluate,
                        config=cfg).history
     for r in history:
         if "train_loss" in r:
-            rec["train_loss"].append(r["train_loss"])
+            rec["train_loss"].append(float(np.mean(r["train_loss"])))
         if "val_loss" in r:
             rec["updates"].append(r["step"])
             rec["seconds"].append(round(r["train_seconds"], 4))
-            for k in _val_keys(r):
-                rec[k].append(r[k])
+            points.append({k: np.atleast_1d(r[k]).tolist() for k in _val_keys(r)})
+    for k in points[0]:
+        stats = [jrnn.mean_ci(p[k]) if np.all(np.isfinite(p[k])) else (float("nan"), float("nan"))
+                 for p in points]
+        rec[k], rec[k + "_ci"] = [m for m, _ in stats], [h for _, h in stats]
+        rec[k + "_runs"] = [p[k] for p in points]
     done = rec["updates"][-1]
     rec["stopped_by_budget"] = history[-1].get("stopped") == "time_limit" and done < updates
-    rec["nonfinite"] = int(max([r["skipped"] for r in history if "skipped" in r], default=0))
+    rec["nonfinite"] = int(max([np.max(r["skipped"]) for r in history if "skipped" in r], default=0))
     rec["updates_done"] = done
     rec["sec_per_update"] = rec["seconds"][-1] / max(done, 1)
     return rec

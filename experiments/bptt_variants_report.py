@@ -25,6 +25,20 @@ def _f(x, fmt=".4f", missing="—"):
     return missing if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
 
 
+def _pm(r: dict, k: str, fmt: str) -> str:
+    """``mean ± half`` (95% CI over seeds) of field ``k``; the bare value for one seed."""
+    ci = r.get(k + "_ci")
+    if isinstance(ci, list):  # a curve: its last point
+        ci = ci[-1]
+    v = r[k][-1] if isinstance(r[k], list) else r[k]
+    return _f(v, fmt) + (f" ± {_f(ci, fmt)}" if isinstance(ci, float) and math.isfinite(ci) else "")
+
+
+def _seeds(block: dict) -> str:
+    n = len(block.get("seeds") or [0]) if isinstance(block.get("seeds"), list) else block.get("seeds", 1)
+    return f"mean ± 95% CI (Student t) over {n} seeds" if n > 1 else "one seed"
+
+
 def markdown(res: dict) -> str:
     """The report as Markdown (``results.md``)."""
     m, cfg = res["machine"], res["config"]
@@ -43,7 +57,8 @@ def markdown(res: dict) -> str:
               f"initialisation, 'trained' = after {acc['pretrain_updates']} full-BPTT Adam updates. "
               f"{acc['metric_note']}. Stochastic estimators: mean over {acc['keys']} keys; bias = "
               f"|mean - full|/|full| (its Monte-Carlo floor sqrt(var/keys) in brackets), variance = "
-              f"sum |g - mean|² / (keys - 1) / |full|² (jrnn.compare.bias_variance).", ""]
+              f"sum |g - mean|² / (keys - 1) / |full|² (jrnn.compare.bias_variance). Each figure: "
+              f"{_seeds(acc)} (params, batch and keys per seed).", ""]
         hdr = "| estimator | " + " | ".join(f"cos ({n}) | rel. err ({n})" for n in names) + \
               " | bias (trained) | variance (trained) |"
         L += [hdr, "|" + "---|" * (hdr.count("|") - 1)]
@@ -52,9 +67,10 @@ def markdown(res: dict) -> str:
                 L.append(f"| {spec} | skipped: {r['skipped']} |")
                 continue
             last = r.get("trained", r.get("init"))
-            cells = " | ".join(f"{_f(r[n]['cos'])} | {_f(r[n]['rel_err'], '.3g')}" for n in names)
+            cells = " | ".join(f"{_pm(r[n], 'cos', '.4f')} | {_pm(r[n], 'rel_err', '.3g')}" for n in names)
             bias = f"{_f(last.get('bias'), '.3g')} ({_f(last.get('bias_floor'), '.2g')})" if "bias" in last else "—"
-            L.append(f"| {spec} | {cells} | {bias} | {_f(last.get('variance'), '.3g')} |")
+            var = _pm(last, "variance", ".3g") if "variance" in last else "—"
+            L.append(f"| {spec} | {cells} | {bias} | {var} |")
         L.append("")
     cost = res.get("cost")
     if cost:
@@ -115,7 +131,8 @@ def markdown(res: dict) -> str:
             L += [f"**{t['task']}.** {t['model']}, B={t['B']}, T={t['T']}, {t['optimizer']}, up to "
                   f"{t['updates']} updates; online estimators stop after {t['online_budget_s']:g} s of "
                   f"training." + (f" Chance: loss {t['chance_loss']:.3f}, accuracy {t['chance_acc']:.3f}."
-                                  if "chance_loss" in t else ""), "",
+                                  if "chance_loss" in t else "")
+                  + f" Final figures: {_seeds(next(iter(t['results'].values()), {}))}.", "",
                   f"| estimator | updates | {label} | val loss | train s | ms/update | note |",
                   "|---|---:|---:|---:|---:|---:|---|"]
             for spec, r in t["results"].items():
@@ -127,8 +144,8 @@ def markdown(res: dict) -> str:
                     note.append("stopped by time budget")
                 if r["nonfinite"]:
                     note.append(f"{r['nonfinite']} non-finite steps skipped")
-                L.append(f"| {spec} | {r['updates_done']} | {_f(r[metric][-1], '.3f')} | "
-                         f"{_f(r['val_loss'][-1], '.3f')} | {_f(r['seconds'][-1], '.1f')} | "
+                L.append(f"| {spec} | {r['updates_done']} | {_pm(r, metric, '.3f')} | "
+                         f"{_pm(r, 'val_loss', '.3f')} | {_f(r['seconds'][-1], '.1f')} | "
                          f"{_f(1e3 * r['sec_per_update'], '.1f')} | {'; '.join(note)} |")
             L.append("")
     if res.get("plots"):
@@ -209,8 +226,15 @@ def plots(res: dict, out_dir: str, log=print) -> list:
         for spec, r in t["results"].items():
             if "skipped" in r:
                 continue
-            axes[0].plot(r["updates"], r[metric], ".-", label=spec)
+            line, = axes[0].plot(r["updates"], r[metric], ".-", label=spec)
             axes[1].plot(r["seconds"][1:], r[metric][1:], ".-", label=spec)  # t=0 has no log position
+            ci = r.get(metric + "_ci")
+            if ci and any(isinstance(h, float) and math.isfinite(h) for h in ci):  # 95% CI band
+                lo = [m - h for m, h in zip(r[metric], ci)]
+                hi = [m + h for m, h in zip(r[metric], ci)]
+                axes[0].fill_between(r["updates"], lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+                axes[1].fill_between(r["seconds"][1:], lo[1:], hi[1:], color=line.get_color(),
+                                     alpha=0.15, lw=0)
         if "chance_loss" in t:
             for ax in axes:
                 ax.axhline(t["chance_loss"], color="gray", ls=":", lw=1, label="chance")

@@ -15,8 +15,8 @@ def test_quick_run_writes_consistent_results(tmp_path):
     out = tmp_path / "bv"
     # T=12 in --quick: truncated:64 (K >= T) must equal full BPTT exactly, as must checkpointed.
     rc = bptt_variants.main([
-        "--quick", "--corpus", "pydoc", "--out", str(out),
-        "--estimators", "full,truncated:64,randomized:0.5,checkpointed", "--pretrain", "2",
+        "--quick", "--corpus", "pydoc", "--out", str(out), "--cell", "gru",
+        "--estimators", "full,truncated:64,randomized:0.5,checkpointed,kf-rtrl", "--pretrain", "2",
         "--cost-estimators", "full,checkpointed", "--lengths", "12,24", "--segments", "4",
         "--learn-estimators", "full,truncated:2", "--lm-updates", "4", "--copy-updates", "4",
         "--eval-every", "2"])
@@ -27,7 +27,13 @@ def test_quick_run_writes_consistent_results(tmp_path):
     assert (out / "results.md").read_text().startswith("# Gradient estimators")
 
     acc = res["accuracy"]["results"]
-    assert set(acc) == {"full", "truncated:64", "randomized:0.5", "checkpointed"}
+    assert set(acc) == {"full", "truncated:64", "randomized:0.5", "checkpointed", "kf-rtrl"}
+    assert "Elman-type" in acc["kf-rtrl"]["skipped"] or "kf-rtrl" in acc["kf-rtrl"]["skipped"]
+    assert res["accuracy"]["seeds"] == [0, 1]  # --quick: 2 seeds, each figure their mean and CI
+    for when in ("init", "trained"):
+        r = acc["randomized:0.5"][when]
+        assert r["seeds"] == 2 and r["cos_ci"] >= 0 and r["variance_ci"] >= 0
+    acc.pop("kf-rtrl")
     for spec in ("full", "truncated:64", "checkpointed"):
         for when in ("init", "trained"):
             assert acc[spec][when]["cos"] == pytest.approx(1.0, abs=1e-5), (spec, when)
@@ -36,7 +42,9 @@ def test_quick_run_writes_consistent_results(tmp_path):
     rnd = acc["randomized:0.5"]["init"]
     assert rnd["n"] == 8 and rnd["variance"] > 0 and -1 <= rnd["cos"] <= 1
     assert {"bias", "bias_floor", "bias_ratio", "cos_of_mean"} <= set(rnd)
-    assert rnd["bias_floor"] == pytest.approx(math.sqrt(rnd["variance"] / 8), rel=1e-5)
+    for r in rnd["per_seed"]:
+        assert r["bias_floor"] == pytest.approx(math.sqrt(r["variance"] / 8), rel=1e-5)
+    assert rnd["variance"] == pytest.approx(sum(r["variance"] for r in rnd["per_seed"]) / 2)
 
     cost = res["cost"]["results"]
     for spec in ("full", "checkpointed"):
@@ -52,6 +60,11 @@ def test_quick_run_writes_consistent_results(tmp_path):
             assert r["updates_done"] == 4 and not r["stopped_by_budget"] and r["nonfinite"] == 0
             assert all(math.isfinite(v) for v in r[metric] + r["val_loss"] + r["train_loss"])
             assert r["seconds"][0] == 0.0 and r["seconds"][1] <= r["seconds"][2]
+            runs = r[metric + "_runs"]  # the 2 seeds trained as one sweep, their mean and CI
+            assert r["seeds"] == 2 and all(len(v) == 2 for v in runs)
+            assert r["val_loss_runs"][0][0] != r["val_loss_runs"][0][1]  # distinct initial params
+            for m, h, v in zip(r[metric], r[metric + "_ci"], runs):
+                assert m == pytest.approx(sum(v) / 2) and h >= 0
     lm = res["learning"]["lm"]["results"]["full"]
     assert lm["val_ppl"][-1] < lm["val_ppl"][0]
     assert set(res["plots"]) <= {"accuracy.png", "cost.png", "learning_lm.png", "learning_copy.png"}
