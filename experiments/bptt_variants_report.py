@@ -164,6 +164,12 @@ def plots(res: dict, out_dir: str, log=print) -> list:
         return []
     files = []
 
+    def axes_pair():  # 20 distinct colours: the default cycle repeats after 10 estimators
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax in axes:
+            ax.set_prop_cycle(color=plt.cm.tab20.colors)
+        return fig, axes
+
     def save(fig, name):
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, name), dpi=110)
@@ -195,7 +201,7 @@ def plots(res: dict, out_dir: str, log=print) -> list:
 
     cost = res.get("cost")
     if cost:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = axes_pair()
         for spec, r in cost["results"].items():
             Ts = [int(T) for T in r if "seconds" in r[T]]
             axes[0].plot(Ts, [1e3 * r[str(T)]["seconds"] for T in Ts], "o-", label=spec)
@@ -222,7 +228,7 @@ def plots(res: dict, out_dir: str, log=print) -> list:
         t = (res.get("learning") or {}).get(key)
         if not t:
             continue
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = axes_pair()
         for spec, r in t["results"].items():
             if "skipped" in r:
                 continue
