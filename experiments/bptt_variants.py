@@ -13,7 +13,7 @@ It measures, for one cell type, in one process:
    cosine similarity and relative L2 error of each estimator's gradient against
    full BPTT on the *same* params, batch and initial carry, at initialisation
    and after a few full-BPTT updates (:func:`jrnn.compare.alignment`).
-   Stochastic estimators (``randomized``, ``uoro``) are drawn for ``--keys``
+   Stochastic estimators (``STOCHASTIC``: randomized, uoro, kf-rtrl, es, ...) are drawn for ``--keys``
    PRNG keys at once (:func:`jrnn.compare.draws`); their *bias*
    ``|mean_k g_k - g_full| / |g_full|`` comes with its Monte-Carlo floor
    ``sqrt(variance / keys)`` and their *variance* is
