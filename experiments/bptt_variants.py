@@ -14,7 +14,7 @@ It measures, for one cell type, in one process:
    full BPTT on the *same* params, batch and initial carry, at initialisation
    and after a few full-BPTT updates (:func:`jrnn.compare.alignment`).
    Stochastic estimators (``STOCHASTIC``: randomized, uoro, kf-rtrl, es, ...) are drawn for ``--keys``
-   PRNG keys at once (:func:`jrnn.compare.draws`); their *bias*
+   PRNG keys at once (one vmapped compile per estimator); their *bias*
    ``|mean_k g_k - g_full| / |g_full|`` comes with its Monte-Carlo floor
    ``sqrt(variance / keys)`` and their *variance* is
    ``sum_k |g_k - mean g|^2 / (keys - 1) / |g_full|^2``
