@@ -377,7 +377,7 @@ def _random_batch(rng, vocab_size, T, B):
 # 1. accuracy
 
 
-def _accuracy_seed(args, log, train, model, seed, specs, grads_of) -> dict:
+def _accuracy_seed(args, train, model, seed, specs, grads_of) -> dict:
     """One seed's accuracy records ``{spec: {"init": r, "trained": r}}`` (params, batch from ``seed``)."""
     B, T = args.batch, args.seq_len
     batch = next(data.batches(train, B, T, "random", seed=seed + 1))
@@ -453,7 +453,7 @@ def _accuracy(args, log, train, vocab) -> dict:
     per_seed = []
     for i, seed in enumerate(seeds):
         t0 = time.perf_counter()
-        per_seed.append(_accuracy_seed(args, log, train, model, seed, specs, grads_of))
+        per_seed.append(_accuracy_seed(args, train, model, seed, specs, grads_of))
         log(f"accuracy: seed {seed} ({i + 1}/{len(seeds)}) in {time.perf_counter() - t0:.1f} s")
     for spec in specs:
         rec = out["results"][spec] = {}
@@ -628,7 +628,8 @@ def _train_curve(model, opt, spec, stream, evaluate, args, updates, batch_size, 
            "train_loss": [], "stopped_by_budget": False}
     key = jax.random.key(args.seed)  # fit's initial params: key(seed), or split(key, seeds)[s]
     inits = [model.init(k) for k in ([key] if args.seeds == 1 else jax.random.split(key, args.seeds))]
-    points = [{k: [d[k] for d in map(evaluate, inits)] for k in evaluate(inits[0])}]
+    at0 = [evaluate(p) for p in inits]  # validated once per seed
+    points = [{k: [d[k] for d in at0] for k in at0[0]}]
     cfg = _quiet_loop(seed=args.seed, seeds=args.seeds, log_every=args.eval_every,
                       eval_every=args.eval_every, on_nonfinite="skip", max_skips=updates,
                       time_limit=budget if online else None)
