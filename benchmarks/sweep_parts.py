@@ -1,49 +1,145 @@
-"""Where a vmapped sweep loses its speed: jrnn's train step, value_and_grad and loss forward,
-64 runs in one vmapped program against one run, GRU-H char LM (B=8, T=35, V=28).
+"""Many runs in one compiled program against the same runs one after another.
 
-    python benchmarks/sweep_parts.py [H]          # H = 32 by default
-    PLAIN=1 python benchmarks/sweep_parts.py      # the plain scan instead of the fast recurrence
+For each config (a GRU char LM, V=28, T=35) it times, in interleaved rounds:
 
-Prints each part's time for one run and for 64, and the throughput ratio (64 x one / all).
+- ``one``: the compiled function for one run (``R`` sequential runs cost ``R`` times it);
+- ``vmap``: ``R`` runs in one ``jax.vmap``-ed program (``train_step(seeds=R)`` for the step);
+- ``map:C``: the same ``R`` runs as ``jax.lax.map(..., batch_size=C)`` (``R/C`` chunks of
+  ``C`` vmapped runs in a loop: a smaller working set per chunk);
+
+for three parts: jrnn's train step (SGD, clipping 1.0, the finite check), the estimator's
+``value_and_grad`` and the loss forward. The ratio is the throughput of ``R`` runs in one
+program over ``R`` sequential runs (``R * one / all``): above 1 the sweep pays.
+
+    python benchmarks/sweep_parts.py                      # GRU-32/64 at B=8, GRU-256 at B=32
+    python benchmarks/sweep_parts.py --configs gru32-b8 --runs 64 --rounds 3
+    python benchmarks/sweep_parts.py --no-reuse           # without jrnn.reuse_host_memory()
+    python benchmarks/sweep_parts.py --plain              # the plain scan, not the fast recurrence
+    python benchmarks/sweep_parts.py --quick              # smoke run (tests)
+
+Prints one Markdown table (median over rounds; the machine, load and jax version above it).
 """
-import time, sys, jax, jax.numpy as jnp, numpy as np
-import jrnn
-from jrnn.models import Batch, language_model, sequence_loss
-from jrnn.step import train_step, init_state, init_states, make_optimizer
-from jrnn import grads
-H = int(sys.argv[1]) if len(sys.argv) > 1 else 32
-R, B, T, V = 64, 8, 35, 28
+
+from __future__ import annotations
+
+import argparse
 import os
-cell = jrnn.gru(H)
-if os.environ.get("PLAIN"): cell = cell._replace(fast=None)
-model = language_model(cell, V)
-opt = make_optimizer("sgd", 1.0, 1.0, inject=True)
-est = grads.full()
-rng = np.random.default_rng(0)
-batch = Batch(jnp.asarray(rng.integers(0, V, (T, B)), jnp.int32), jnp.asarray(rng.integers(0, V, (T, B)), jnp.int32))
-def best(f, n, reps=5):
-    b = 1e9
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for _ in range(n): out = f()
-        jax.block_until_ready(out); b = min(b, (time.perf_counter() - t0) / n)
-    return b
-s1 = init_state(model, opt, est, jax.random.key(0), B)
-sR = init_states(model, opt, est, jax.random.split(jax.random.key(0), R), B)
-st1 = train_step(model, opt, est, donate=False, check=False)
-stR = train_step(model, opt, est, seeds=R, donate=False, check=False)
-k1 = jax.random.key(1); kR = jax.random.split(k1, R)
-jax.block_until_ready(st1(s1, batch, k1)); jax.block_until_ready(stR(sR, batch, kR))
-t1 = best(lambda: st1(s1, batch, k1), 50); tR = best(lambda: stR(sR, batch, kR), 5)
-print(f"train_step GRU-{H}: one {t1*1e6:.0f} us, {R} vmapped {tR*1e6:.0f} us -> {R*t1/tR:.2f}x")
-# pieces: loss+grad only
-def vg(p, c): return est.value_and_grad(model, p, c, batch, k1)[:2]
-g1 = jax.jit(vg); gR = jax.jit(jax.vmap(vg))
-jax.block_until_ready(g1(s1.params, s1.carry)); jax.block_until_ready(gR(sR.params, sR.carry))
-t1 = best(lambda: g1(s1.params, s1.carry), 50); tR = best(lambda: gR(sR.params, sR.carry), 5)
-print(f"value_and_grad:  one {t1*1e6:.0f} us, {R} vmapped {tR*1e6:.0f} us -> {R*t1/tR:.2f}x")
-def fw(p, c): return sequence_loss(model, p, c, batch)
-f1 = jax.jit(fw); fR = jax.jit(jax.vmap(fw))
-jax.block_until_ready(f1(s1.params, s1.carry)); jax.block_until_ready(fR(sR.params, sR.carry))
-t1 = best(lambda: f1(s1.params, s1.carry), 50); tR = best(lambda: fR(sR.params, sR.carry), 5)
-print(f"loss forward:    one {t1*1e6:.0f} us, {R} vmapped {tR*1e6:.0f} us -> {R*t1/tR:.2f}x")
+import platform
+import re
+import statistics
+import sys
+import time
+
+
+def _args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--configs", default="gru32-b8,gru64-b8,gru256-b32",
+                   help="comma list of gru<H>-b<B>")
+    p.add_argument("--runs", type=int, default=64, help="R, runs in one program")
+    p.add_argument("--chunk", type=int, default=16, help="C of the map:C row (0: skip it)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--parts", default="step,grad,forward")
+    p.add_argument("--no-reuse", action="store_true", help="skip jrnn.reuse_host_memory()")
+    p.add_argument("--plain", action="store_true", help="cell.fast=None: the plain scan")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, 1 round (smoke test)")
+    return p.parse_args(argv)
+
+
+def _time(f, seconds: float) -> float:
+    """Seconds per call: as many calls as fit in ``seconds`` (at least 2), after one warm call."""
+    import jax
+    jax.block_until_ready(f())
+    n, t0 = 0, time.perf_counter()
+    while n < 2 or time.perf_counter() - t0 < seconds:
+        out = f()
+        n += 1
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t0) / n
+
+
+def _programs(H: int, B: int, R: int, chunk: int, parts, plain: bool, T: int = 35, V: int = 28):
+    """``{(part, impl): thunk}`` for one config; every thunk runs one compiled call."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import jrnn
+    from jrnn.models import Batch, sequence_loss
+    cell = jrnn.gru(H)
+    if plain:
+        cell = cell._replace(fast=None)
+    model = jrnn.language_model(cell, V)
+    opt, est = jrnn.make_optimizer("sgd", 1.0, 1.0, inject=True), jrnn.grads.full()
+    rng = np.random.default_rng(0)
+    batch = Batch(*(jnp.asarray(rng.integers(0, V, (T, B)), jnp.int32) for _ in range(2)))
+    s1 = jrnn.init_state(model, opt, est, jax.random.key(0), B)
+    sR = jrnn.init_states(model, opt, est, jax.random.split(jax.random.key(0), R), B)
+    k1 = jax.random.key(1)
+    kR = jax.random.split(k1, R)
+    out = {}
+    if "step" in parts:
+        st1 = jrnn.train_step(model, opt, est, donate=False, check=False)
+        stR = jrnn.train_step(model, opt, est, seeds=R, donate=False, check=False)
+        out["step", "one"] = lambda: st1(s1, batch, k1)
+        out["step", "vmap"] = lambda: stR(sR, batch, kR)
+    fns = {}
+    if "grad" in parts:
+        fns["grad"] = lambda p, c: est.value_and_grad(model, p, c, batch, k1)[:2]
+    if "forward" in parts:
+        fns["forward"] = lambda p, c: sequence_loss(model, p, c, batch)
+    for part, f in fns.items():
+        g1, gR = jax.jit(f), jax.jit(jax.vmap(f))
+        out[part, "one"] = lambda g1=g1: g1(s1.params, s1.carry)
+        out[part, "vmap"] = lambda gR=gR: gR(sR.params, sR.carry)
+        if chunk and chunk < R:
+            gC = jax.jit(lambda pc, f=f: jax.lax.map(lambda a: f(*a), pc, batch_size=chunk))
+            out[part, f"map:{chunk}"] = lambda gC=gC: gC((sR.params, sR.carry))
+    return out
+
+
+def main(argv=None) -> int:
+    a = _args(argv)
+    import jrnn
+    if not a.no_reuse:
+        jrnn.reuse_host_memory(warn=False)
+    import jax
+    configs = "gru8-b2" if a.quick else a.configs
+    R, rounds, seconds = (4, 1, 0.05) if a.quick else (a.runs, a.rounds, 0.4)
+    chunk = 2 if a.quick and a.chunk else a.chunk
+    parts = a.parts.split(",")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()[0]
+    print(f"{cpu}, {os.cpu_count()} cores, jax {jax.__version__}, load {load:.2f} at start; "
+          f"R={R} runs, {'plain scan' if a.plain else 'fast recurrence'}, "
+          f"reuse_host_memory {'off' if a.no_reuse else 'on'}; median of {rounds} rounds")
+    print("\n| config | part | one run | " + f"{R} in one program | ratio (R x one / all) |")
+    print("|---|---|---:|---:|---:|")
+    for name in configs.split(","):
+        m = re.fullmatch(r"gru(\d+)-b(\d+)", name)
+        if not m:
+            raise SystemExit(f"config {name!r}: expected gru<H>-b<B>")
+        progs = _programs(int(m[1]), int(m[2]), R, chunk, parts, a.plain)
+        times = {k: [] for k in progs}
+        for _ in range(rounds):  # interleaved: a noisy moment slows every implementation alike
+            for k, f in progs.items():
+                times[k].append(_time(f, seconds))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        for part in parts:
+            one = med[part, "one"]
+            for (p, impl), t in med.items():
+                if p != part or impl == "one":
+                    continue
+                label = "vmap" if impl == "vmap" else f"lax.map, {impl[4:]} per chunk"
+                print(f"| {name} | {part} ({label}) | {one * 1e6:,.0f} us | {t * 1e3:,.2f} ms | "
+                      f"**{R * one / t:.2f}x** |")
+        sys.stdout.flush()
+    print(f"\nload {os.getloadavg()[0]:.2f} at end")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
