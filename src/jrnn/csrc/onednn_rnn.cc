@@ -18,9 +18,16 @@
 // diff weights come back the same way. oneDNN's backward ADDS into diff_weights and
 // diff_bias (rnn_flags::diff_weights_overwrite is not reachable through the 3.2 C++
 // constructors), so they are zeroed before each call.
+//
+// Scratchpads are user-managed (scratchpad_mode::user, a thread-local buffer of this file):
+// with the library's default global scratchpad, the scratchpad belongs to the thread that
+// created the primitive, and XLA runs a cached primitive on any of its worker threads (a
+// null scratchpad, a segfault in copy_bias_to_ws, when it was not the creating thread).
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -64,6 +71,30 @@ struct Descs {
   }
 };
 
+dnnl::primitive_attr UserScratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+// A 4 KiB-aligned scratch buffer of at least `bytes`, one per thread, grown on demand.
+void* Scratch(size_t bytes) {
+  struct Buf {
+    void* p = nullptr;
+    size_t n = 0;
+    ~Buf() { std::free(p); }
+  };
+  thread_local Buf buf;
+  if (bytes > buf.n) {
+    std::free(buf.p);
+    const size_t n = (bytes + 4095) / 4096 * 4096;
+    buf.p = std::aligned_alloc(4096, n);
+    if (!buf.p) { buf.n = 0; throw std::runtime_error("out of memory for the scratchpad"); }
+    buf.n = n;
+  }
+  return buf.p;
+}
+
 memory::desc Any(const memory::desc& md) {
   return memory::desc(md.get_dims(), md.get_data_type(), tag::any);
 }
@@ -78,11 +109,25 @@ struct Plan {
   dnnl::vanilla_rnn_forward::primitive_desc rnn_fwd_pd;
   dnnl::primitive fwd;
   memory::desc ws;
+  size_t fwd_scratch = 0, bwd_scratch = 0;
   // backward (built on first use)
   bool have_bwd = false;
   dnnl::primitive bwd;
   memory::desc bwd_wl, bwd_wi, bwd_dwl, bwd_dwi, bwd_dbias;
   memory bwd_wl_mem, bwd_wi_mem, bwd_dwl_mem, bwd_dwi_mem;  // set when a reorder is needed
+  dnnl::reorder r_wl, r_wi, r_dwl, r_dwi;                    // plain <-> the backward's formats
+  size_t reorder_scratch = 0;
+
+  // a cached reorder between `from` and `to` (user scratchpad); `scratch_mem` is the
+  // non-plain side's buffer, owned by the plan
+  void MakeReorder(const memory::desc& from, const memory::desc& to, memory& scratch_mem,
+                   dnnl::reorder& r) {
+    const bool to_plain = (to == d.wl || to == d.wi);
+    scratch_mem = memory(to_plain ? from : to, Engine());
+    dnnl::reorder::primitive_desc pd(Engine(), from, Engine(), to, UserScratchpad());
+    reorder_scratch = std::max(reorder_scratch, pd.scratchpad_desc().get_size());
+    r = dnnl::reorder(pd);
+  }
   memory::desc bwd_ws;
 
   Plan(int64_t kind_, int64_t T, int64_t B, int64_t C, int64_t H, int64_t reverse)
@@ -91,23 +136,28 @@ struct Plan {
     const auto dir = reverse ? dnnl::rnn_direction::unidirectional_right2left
                              : dnnl::rnn_direction::unidirectional_left2right;
     const auto fwd_kind = dnnl::prop_kind::forward_training;
+    const auto attr = UserScratchpad();
     if (kind == kLstm) {
       lstm_fwd_pd = dnnl::lstm_forward::primitive_desc(eng, fwd_kind, dir, d.src_layer, d.iter,
                                                        d.iter, d.wl, d.wi, d.bias, d.dst_layer,
-                                                       d.iter, d.iter);
+                                                       d.iter, d.iter, attr);
       fwd = dnnl::lstm_forward(lstm_fwd_pd);
       ws = lstm_fwd_pd.workspace_desc();
+      fwd_scratch = lstm_fwd_pd.scratchpad_desc().get_size();
     } else if (kind == kGru) {
       gru_fwd_pd = dnnl::lbr_gru_forward::primitive_desc(eng, fwd_kind, dir, d.src_layer, d.iter,
-                                                         d.wl, d.wi, d.bias, d.dst_layer, d.iter);
+                                                         d.wl, d.wi, d.bias, d.dst_layer, d.iter,
+                                                         attr);
       fwd = dnnl::lbr_gru_forward(gru_fwd_pd);
       ws = gru_fwd_pd.workspace_desc();
+      fwd_scratch = gru_fwd_pd.scratchpad_desc().get_size();
     } else {
       rnn_fwd_pd = dnnl::vanilla_rnn_forward::primitive_desc(
           eng, fwd_kind, dnnl::algorithm::eltwise_tanh, dir, d.src_layer, d.iter, d.wl, d.wi,
-          d.bias, d.dst_layer, d.iter);
+          d.bias, d.dst_layer, d.iter, attr);
       fwd = dnnl::vanilla_rnn_forward(rnn_fwd_pd);
       ws = rnn_fwd_pd.workspace_desc();
+      fwd_scratch = rnn_fwd_pd.scratchpad_desc().get_size();
     }
   }
 
@@ -117,40 +167,44 @@ struct Plan {
     const auto dir = reverse ? dnnl::rnn_direction::unidirectional_right2left
                              : dnnl::rnn_direction::unidirectional_left2right;
     const auto bk = dnnl::prop_kind::backward;
+    const auto attr = UserScratchpad();
     const auto awl = Any(d.wl), awi = Any(d.wi);
     if (kind == kLstm) {
       dnnl::lstm_backward::primitive_desc pd(
           eng, bk, dir, d.src_layer, d.iter, d.iter, awl, awi, d.bias, d.dst_layer, d.iter,
           d.iter, d.src_layer, d.iter, d.iter, awl, awi, d.bias, d.dst_layer, d.iter, d.iter,
-          lstm_fwd_pd);
+          lstm_fwd_pd, attr);
       bwd = dnnl::lstm_backward(pd);
       bwd_wl = pd.weights_layer_desc(); bwd_wi = pd.weights_iter_desc();
       bwd_dwl = pd.diff_weights_layer_desc(); bwd_dwi = pd.diff_weights_iter_desc();
       bwd_dbias = pd.diff_bias_desc(); bwd_ws = pd.workspace_desc();
+      bwd_scratch = pd.scratchpad_desc().get_size();
     } else if (kind == kGru) {
       dnnl::lbr_gru_backward::primitive_desc pd(
           eng, bk, dir, d.src_layer, d.iter, awl, awi, d.bias, d.dst_layer, d.iter, d.src_layer,
-          d.iter, awl, awi, d.bias, d.dst_layer, d.iter, gru_fwd_pd);
+          d.iter, awl, awi, d.bias, d.dst_layer, d.iter, gru_fwd_pd, attr);
       bwd = dnnl::lbr_gru_backward(pd);
       bwd_wl = pd.weights_layer_desc(); bwd_wi = pd.weights_iter_desc();
       bwd_dwl = pd.diff_weights_layer_desc(); bwd_dwi = pd.diff_weights_iter_desc();
       bwd_dbias = pd.diff_bias_desc(); bwd_ws = pd.workspace_desc();
+      bwd_scratch = pd.scratchpad_desc().get_size();
     } else {
       dnnl::vanilla_rnn_backward::primitive_desc pd(
           eng, bk, dnnl::algorithm::eltwise_tanh, dir, d.src_layer, d.iter, awl, awi, d.bias,
           d.dst_layer, d.iter, d.src_layer, d.iter, awl, awi, d.bias, d.dst_layer, d.iter,
-          rnn_fwd_pd);
+          rnn_fwd_pd, attr);
       bwd = dnnl::vanilla_rnn_backward(pd);
       bwd_wl = pd.weights_layer_desc(); bwd_wi = pd.weights_iter_desc();
       bwd_dwl = pd.diff_weights_layer_desc(); bwd_dwi = pd.diff_weights_iter_desc();
       bwd_dbias = pd.diff_bias_desc(); bwd_ws = pd.workspace_desc();
+      bwd_scratch = pd.scratchpad_desc().get_size();
     }
     if (bwd_ws != ws) throw std::runtime_error("backward workspace differs from the forward's");
     if (bwd_dbias != d.bias) throw std::runtime_error("diff_bias is not in ldgo format");
-    if (bwd_wl != d.wl) bwd_wl_mem = memory(bwd_wl, eng);
-    if (bwd_wi != d.wi) bwd_wi_mem = memory(bwd_wi, eng);
-    if (bwd_dwl != d.wl) bwd_dwl_mem = memory(bwd_dwl, eng);
-    if (bwd_dwi != d.wi) bwd_dwi_mem = memory(bwd_dwi, eng);
+    if (bwd_wl != d.wl) MakeReorder(d.wl, bwd_wl, bwd_wl_mem, r_wl);
+    if (bwd_wi != d.wi) MakeReorder(d.wi, bwd_wi, bwd_wi_mem, r_wi);
+    if (bwd_dwl != d.wl) MakeReorder(bwd_dwl, d.wl, bwd_dwl_mem, r_dwl);
+    if (bwd_dwi != d.wi) MakeReorder(bwd_dwi, d.wi, bwd_dwi_mem, r_dwi);
     have_bwd = true;
   }
 };
@@ -174,8 +228,10 @@ Plan& GetPlan(int64_t kind, int64_t T, int64_t B, int64_t C, int64_t H, int64_t 
   return *it->second;
 }
 
+// One stream per thread: XLA calls the handlers from several worker threads, and a oneDNN
+// stream is not meant to be shared between threads.
 dnnl::stream& Stream() {
-  static dnnl::stream s(Engine());
+  thread_local dnnl::stream s(Engine());
   return s;
 }
 
@@ -183,8 +239,15 @@ memory Mem(const memory::desc& md, const void* p) {
   return memory(md, Engine(), const_cast<void*>(p));
 }
 
-void Reorder(const memory& from, const memory& to) {
-  dnnl::reorder(from, to).execute(Stream(), const_cast<memory&>(from), const_cast<memory&>(to));
+memory ScratchMem(size_t bytes) {
+  return memory(memory::desc({static_cast<memory::dim>(bytes)}, dt::u8, tag::a), Engine(),
+                Scratch(bytes ? bytes : 1));
+}
+
+void Reorder(dnnl::reorder& r, const memory& from, const memory& to, size_t scratch) {
+  std::unordered_map<int, memory> args{{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+  if (scratch) args.insert({DNNL_ARG_SCRATCHPAD, ScratchMem(scratch)});
+  r.execute(Stream(), args);
 }
 
 struct Dims {
@@ -218,6 +281,7 @@ ffi::Error Forward(int64_t kind, int64_t reverse, const Dims& n, const float* sr
         {DNNL_ARG_DST_LAYER, Mem(p.d.dst_layer, dst_layer)},
         {DNNL_ARG_DST_ITER, Mem(p.d.iter, dst_iter)},
         {DNNL_ARG_WORKSPACE, Mem(p.ws, ws)}};
+    if (p.fwd_scratch) args.insert({DNNL_ARG_SCRATCHPAD, ScratchMem(p.fwd_scratch)});
     if (kind == kLstm) {
       args.insert({DNNL_ARG_SRC_ITER_C, Mem(p.d.iter, src_iter_c)});
       args.insert({DNNL_ARG_DST_ITER_C, Mem(p.d.iter, dst_iter_c)});
@@ -291,8 +355,8 @@ ffi::Error Backward(int64_t kind, int64_t reverse, const Dims& n, const BwdIn& i
     p.BuildBackward(reverse);
     auto& s = Stream();
     memory wl = Mem(p.d.wl, in.wl), wi = Mem(p.d.wi, in.wi);
-    if (p.bwd_wl_mem) { Reorder(wl, p.bwd_wl_mem); wl = p.bwd_wl_mem; }
-    if (p.bwd_wi_mem) { Reorder(wi, p.bwd_wi_mem); wi = p.bwd_wi_mem; }
+    if (p.bwd_wl_mem) { Reorder(p.r_wl, wl, p.bwd_wl_mem, p.reorder_scratch); wl = p.bwd_wl_mem; }
+    if (p.bwd_wi_mem) { Reorder(p.r_wi, wi, p.bwd_wi_mem, p.reorder_scratch); wi = p.bwd_wi_mem; }
     memory dwl_plain = Mem(p.d.wl, out.diff_wl), dwi_plain = Mem(p.d.wi, out.diff_wi);
     memory dwl = p.bwd_dwl_mem ? p.bwd_dwl_mem : dwl_plain;
     memory dwi = p.bwd_dwi_mem ? p.bwd_dwi_mem : dwi_plain;
@@ -322,9 +386,10 @@ ffi::Error Backward(int64_t kind, int64_t reverse, const Dims& n, const BwdIn& i
       args.insert({DNNL_ARG_DIFF_DST_ITER_C, Mem(p.d.iter, in.diff_dst_iter_c)});
       args.insert({DNNL_ARG_DIFF_SRC_ITER_C, Mem(p.d.iter, out.diff_src_iter_c)});
     }
+    if (p.bwd_scratch) args.insert({DNNL_ARG_SCRATCHPAD, ScratchMem(p.bwd_scratch)});
     p.bwd.execute(s, args);
-    if (p.bwd_dwl_mem) Reorder(p.bwd_dwl_mem, dwl_plain);
-    if (p.bwd_dwi_mem) Reorder(p.bwd_dwi_mem, dwi_plain);
+    if (p.bwd_dwl_mem) Reorder(p.r_dwl, p.bwd_dwl_mem, dwl_plain, p.reorder_scratch);
+    if (p.bwd_dwi_mem) Reorder(p.r_dwi, p.bwd_dwi_mem, dwi_plain, p.reorder_scratch);
     s.wait();
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("jrnn oneDNN backward: ") + e.what());
