@@ -140,6 +140,9 @@ class Cell(NamedTuple):
       unit_blocks: ``K`` if the carry is ``K`` blocks of ``H`` per-unit states
         with the one-step sparsity pattern SnAp-1 needs (module docstring), or
         ``None``.
+      backend: who runs :func:`jrnn.unroll` over it: ``"xla"`` (jrnn's scan),
+        ``"onednn"`` or ``"auto"`` (:mod:`jrnn.kernels`; set it with
+        :func:`jrnn.kernels.with_backend`).
     """
 
     init: Callable[..., Params]
@@ -151,6 +154,7 @@ class Cell(NamedTuple):
     fast: FastRecurrence | None = None
     layers: tuple | None = None
     unit_blocks: int | None = None
+    backend: str = "xla"
 
     def apply(self, params: Params, carry: Carry, x: jax.Array):
         """One step on a raw input ``x`` ``[..., D]`` or ids ``[...]``: ``step(project(x))``."""

@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import validation
+from . import kernels, validation
 from ._fast import fast_recurrence, where_batch
 from .cells import Cell
 
@@ -90,7 +90,7 @@ class _Options(NamedTuple):
 def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = False,
            unroll: int = 1, remat_every: int | None = None, before_step: Callable | None = None,
            carry_grad_scale=None, time_major: bool = True, fast_path: bool = True,
-           step_mask=None, resets=None, reset_carry=None):
+           step_mask=None, resets=None, reset_carry=None, backend: str | None = None):
     """Run ``cell`` over a sequence; returns all outputs and the final carry.
 
     Args:
@@ -141,6 +141,9 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
         unbatched (``()``, broadcast over the batch), e.g. a learned initial
         carry (it gets the gradient of every episode it starts). Default: the
         cell's ``initial_carry`` (zeros). Only with ``resets``.
+      backend: ``"xla"``, ``"onednn"`` or ``"auto"``: who runs this unroll
+        (:mod:`jrnn.kernels`); ``None``: the cell's ``backend`` (``"xla"``
+        unless set with :func:`jrnn.kernels.with_backend`).
 
     Returns:
       ``(hs, carry)``: outputs ``[T, B..., H]`` (``[B, T..., H]`` if not
@@ -150,6 +153,8 @@ def unroll(cell: Cell, params, xs, carry=None, *, lengths=None, reverse: bool = 
         xs = jnp.swapaxes(jnp.asarray(xs), 0, 1)
         step_mask, resets = (None if a is None else jnp.swapaxes(jnp.asarray(a), 0, 1)
                              for a in (step_mask, resets))
+    if backend is not None:
+        cell = kernels.with_backend(cell, backend)
     validation.check_params(cell, params)
     xs, carry, opts = _validate(cell, params, xs, carry, lengths=lengths, reverse=reverse,
                                 unroll=unroll, remat_every=remat_every, before_step=before_step,
@@ -274,6 +279,13 @@ def _unroll_unchecked(cell: Cell, params, xs, carry, opts: _Options = _Options()
     plain = not opts.fast_path or opts.remat_every is not None or opts.before_step is not None
     if cell.layers is not None and not plain:
         return _unroll_layers(cell.layers, params, xs, carry, opts)
+    if cell.backend != "xla":  # a fused kernel for the whole sequence (jrnn.kernels)
+        extras = [k for k, v in (("lengths", opts.lengths), ("step_mask", opts.step_mask),
+                                 ("resets", opts.resets), ("carry_grad_scale", opts.gain))
+                  if v is not None]
+        kernel = kernels.choose(cell, xs, plain=plain, extras=extras)
+        if kernel is not None:
+            return kernel(cell, params, xs, carry, reverse=opts.reverse)
     xp = cell.project(params, xs)  # [T, B..., G*H], one big product for all steps
     lengths = opts.lengths
     resets = _reset_steps(T, opts)

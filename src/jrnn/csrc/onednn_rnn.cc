@@ -23,15 +23,28 @@
 // with the library's default global scratchpad, the scratchpad belongs to the thread that
 // created the primitive, and XLA runs a cached primitive on any of its worker threads (a
 // null scratchpad, a segfault in copy_bias_to_ws, when it was not the creating thread).
+//
+// Threads: every primitive runs on ONE dedicated thread of this file (the handlers hand
+// their work to it and sleep until it is done). OpenMP gives each thread that opens a
+// parallel region its own team; XLA calls the handlers from any of its worker threads, so
+// without this each of them grew a team of spinning OpenMP threads, more threads than
+// cores, and libgomp then throttles its spinning: every one of the primitive's per-step
+// parallel regions paid a futex wake-up (LSTM-256, B=32, T=35 gradient: 25 ms instead of
+// ~10 ms). One team of OMP_NUM_THREADS (default: the cores) spins within a call and
+// sleeps soon after it.
 
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
+#include <condition_variable>
+#include <exception>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 
@@ -52,6 +65,50 @@ dnnl::engine& Engine() {
   static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
   return eng;
 }
+
+// Runs tasks one at a time on a single long-lived thread (see the header comment).
+class DnnThread {
+ public:
+  static DnnThread& Get() {
+    static DnnThread* t = new DnnThread();  // never destroyed: no join at process exit
+    return *t;
+  }
+  // Runs `f` on the thread and waits; rethrows what it threw.
+  void Run(const std::function<void()>& f) {
+    std::lock_guard<std::mutex> one(submit_);  // one task in flight
+    std::unique_lock<std::mutex> lock(mu_);
+    task_ = &f;
+    error_ = nullptr;
+    done_ = false;
+    cv_.notify_all();
+    cv_.wait(lock, [this] { return done_; });
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  DnnThread() : thread_([this] { Loop(); }) { thread_.detach(); }
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return task_ != nullptr; });
+      const std::function<void()>* f = task_;
+      lock.unlock();
+      std::exception_ptr err;
+      try { (*f)(); } catch (...) { err = std::current_exception(); }
+      lock.lock();
+      task_ = nullptr;
+      error_ = err;
+      done_ = true;
+      cv_.notify_all();
+    }
+  }
+  std::mutex submit_, mu_;
+  std::condition_variable cv_;
+  const std::function<void()>* task_ = nullptr;
+  std::exception_ptr error_;
+  bool done_ = false;
+  std::thread thread_;
+};
 
 int64_t Gates(int64_t kind) { return kind == kLstm ? 4 : kind == kGru ? 3 : 1; }
 int64_t BiasGates(int64_t kind) { return kind == kGru ? 4 : Gates(kind); }
@@ -109,6 +166,8 @@ struct Plan {
   dnnl::vanilla_rnn_forward::primitive_desc rnn_fwd_pd;
   dnnl::primitive fwd;
   memory::desc ws;
+  memory fwd_wl_mem, fwd_wi_mem;  // the weights in the forward's formats (when not plain)
+  dnnl::reorder r_fwl, r_fwi;
   size_t fwd_scratch = 0, bwd_scratch = 0;
   // backward (built on first use)
   bool have_bwd = false;
@@ -137,28 +196,37 @@ struct Plan {
                              : dnnl::rnn_direction::unidirectional_left2right;
     const auto fwd_kind = dnnl::prop_kind::forward_training;
     const auto attr = UserScratchpad();
+    // weights in the primitive's own (blocked) formats: the plain ones select the slower
+    // reference implementation; the plain weights are reordered once per call
+    const auto awl = Any(d.wl), awi = Any(d.wi);
+    memory::desc fwl, fwi;
     if (kind == kLstm) {
       lstm_fwd_pd = dnnl::lstm_forward::primitive_desc(eng, fwd_kind, dir, d.src_layer, d.iter,
-                                                       d.iter, d.wl, d.wi, d.bias, d.dst_layer,
+                                                       d.iter, awl, awi, d.bias, d.dst_layer,
                                                        d.iter, d.iter, attr);
       fwd = dnnl::lstm_forward(lstm_fwd_pd);
       ws = lstm_fwd_pd.workspace_desc();
       fwd_scratch = lstm_fwd_pd.scratchpad_desc().get_size();
+      fwl = lstm_fwd_pd.weights_layer_desc(); fwi = lstm_fwd_pd.weights_iter_desc();
     } else if (kind == kGru) {
       gru_fwd_pd = dnnl::lbr_gru_forward::primitive_desc(eng, fwd_kind, dir, d.src_layer, d.iter,
-                                                         d.wl, d.wi, d.bias, d.dst_layer, d.iter,
+                                                         awl, awi, d.bias, d.dst_layer, d.iter,
                                                          attr);
       fwd = dnnl::lbr_gru_forward(gru_fwd_pd);
       ws = gru_fwd_pd.workspace_desc();
       fwd_scratch = gru_fwd_pd.scratchpad_desc().get_size();
+      fwl = gru_fwd_pd.weights_layer_desc(); fwi = gru_fwd_pd.weights_iter_desc();
     } else {
       rnn_fwd_pd = dnnl::vanilla_rnn_forward::primitive_desc(
-          eng, fwd_kind, dnnl::algorithm::eltwise_tanh, dir, d.src_layer, d.iter, d.wl, d.wi,
+          eng, fwd_kind, dnnl::algorithm::eltwise_tanh, dir, d.src_layer, d.iter, awl, awi,
           d.bias, d.dst_layer, d.iter, attr);
       fwd = dnnl::vanilla_rnn_forward(rnn_fwd_pd);
       ws = rnn_fwd_pd.workspace_desc();
       fwd_scratch = rnn_fwd_pd.scratchpad_desc().get_size();
+      fwl = rnn_fwd_pd.weights_layer_desc(); fwi = rnn_fwd_pd.weights_iter_desc();
     }
+    if (fwl != d.wl) MakeReorder(d.wl, fwl, fwd_wl_mem, r_fwl);
+    if (fwi != d.wi) MakeReorder(d.wi, fwi, fwd_wi_mem, r_fwi);
   }
 
   void BuildBackward(int64_t reverse) {
@@ -271,12 +339,16 @@ ffi::Error Forward(int64_t kind, int64_t reverse, const Dims& n, const float* sr
       return ffi::Error::InvalidArgument("workspace has " + std::to_string(ws_bytes) +
                                          " bytes, oneDNN wants " +
                                          std::to_string(p.ws.get_size()));
+    DnnThread::Get().Run([&] {
     std::lock_guard<std::mutex> lock(p.mu);
+    memory wlm = Mem(p.d.wl, wl), wim = Mem(p.d.wi, wi);
+    if (p.fwd_wl_mem) { Reorder(p.r_fwl, wlm, p.fwd_wl_mem, p.reorder_scratch); wlm = p.fwd_wl_mem; }
+    if (p.fwd_wi_mem) { Reorder(p.r_fwi, wim, p.fwd_wi_mem, p.reorder_scratch); wim = p.fwd_wi_mem; }
     std::unordered_map<int, memory> args{
         {DNNL_ARG_SRC_LAYER, Mem(p.d.src_layer, src_layer)},
         {DNNL_ARG_SRC_ITER, Mem(p.d.iter, src_iter)},
-        {DNNL_ARG_WEIGHTS_LAYER, Mem(p.d.wl, wl)},
-        {DNNL_ARG_WEIGHTS_ITER, Mem(p.d.wi, wi)},
+        {DNNL_ARG_WEIGHTS_LAYER, wlm},
+        {DNNL_ARG_WEIGHTS_ITER, wim},
         {DNNL_ARG_BIAS, Mem(p.d.bias, bias)},
         {DNNL_ARG_DST_LAYER, Mem(p.d.dst_layer, dst_layer)},
         {DNNL_ARG_DST_ITER, Mem(p.d.iter, dst_iter)},
@@ -288,6 +360,7 @@ ffi::Error Forward(int64_t kind, int64_t reverse, const Dims& n, const float* sr
     }
     p.fwd.execute(Stream(), args);
     Stream().wait();
+    });
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("jrnn oneDNN forward: ") + e.what());
   }
@@ -351,6 +424,7 @@ ffi::Error Backward(int64_t kind, int64_t reverse, const Dims& n, const BwdIn& i
     Plan& p = GetPlan(kind, n.T, n.B, n.C, n.H, reverse);
     if (p.ws.get_size() != in.ws_bytes)
       return ffi::Error::InvalidArgument("workspace size does not match the forward's");
+    DnnThread::Get().Run([&] {
     std::lock_guard<std::mutex> lock(p.mu);
     p.BuildBackward(reverse);
     auto& s = Stream();
@@ -391,6 +465,7 @@ ffi::Error Backward(int64_t kind, int64_t reverse, const Dims& n, const BwdIn& i
     if (p.bwd_dwl_mem) Reorder(p.r_dwl, p.bwd_dwl_mem, dwl_plain, p.reorder_scratch);
     if (p.bwd_dwi_mem) Reorder(p.r_dwi, p.bwd_dwi_mem, dwi_plain, p.reorder_scratch);
     s.wait();
+    });
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("jrnn oneDNN backward: ") + e.what());
   }

@@ -1,0 +1,103 @@
+"""Which kernel runs a recurrence: jrnn's XLA scan, or oneDNN's fused RNN primitive.
+
+A built-in cell's ``backend`` (a :class:`~jrnn.cells.Cell` field, set with
+:func:`with_backend` or per call with ``unroll(..., backend=...)``) says who
+runs :func:`jrnn.unroll` over it, and so every estimator that unrolls it
+(the BPTT family, ``checkpointed``'s segments) and every model built on it:
+
+- ``"xla"`` (the default): jrnn's own ``lax.scan`` / fast recurrence.
+- ``"onednn"``: oneDNN's RNN primitive for the whole sequence, forward and
+  backward (:mod:`jrnn.onednn`, the optional extra ``jrnn[onednn]``). What it
+  cannot run is refused with a ``ValueError`` saying why.
+- ``"auto"``: oneDNN where it can run the unroll and where
+  ``benchmarks/throughput.py`` measured it faster (:func:`onednn_wins`),
+  otherwise XLA; the choice is logged once per cell and shape on the
+  ``"jrnn"`` logger at INFO.
+
+oneDNN runs an unroll when the extension is available, JAX's default device
+is the CPU, the cell is the tanh Elman (``"rnn"``), ``"lstm"`` or ``"gru"``
+in float32 with one batch dim, and the unroll has no ``lengths``,
+``step_mask``, ``resets``, ``carry_grad_scale`` (so ``truncated:K`` and
+``randomized`` stay on XLA), ``remat_every``, ``before_step`` or
+``fast_path=False``. ``reverse`` is supported. Online estimators (RTRL,
+UORO, SnAp, ...) step the cell themselves and never use a kernel. Under
+``jax.vmap`` (sweeps) the primitive runs once per run, one after another.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["BACKENDS", "with_backend", "onednn_wins"]
+
+BACKENDS = ("xla", "onednn", "auto")
+_log = logging.getLogger("jrnn")
+_logged: set = set()
+
+
+def with_backend(cell, backend: str):
+    """``cell`` with its unrolls run by ``backend`` (every layer of a stack)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if cell.layers is not None:
+        return cell._replace(backend=backend,
+                             layers=tuple(with_backend(c, backend) for c in cell.layers))
+    return cell._replace(backend=backend)
+
+
+def onednn_wins(name: str, T: int, B: int, H: int) -> bool:
+    """Where ``auto`` picks oneDNN: the configs where ``benchmarks/throughput.py`` measured
+    it faster than the XLA fast path (``benchmarks/README.md``, the oneDNN table)."""
+    return name == "lstm" and H >= 64
+
+
+def _why_not(cell, xs, plain: bool, extras) -> str:
+    """Why oneDNN cannot run this unroll (``""``: it can)."""
+    if plain:
+        return "remat_every, before_step or fast_path=False (the step-by-step scan)"
+    if extras:
+        return f"{', '.join(extras)} (not supported by the oneDNN kernel)"
+    if cell.name not in ("rnn", "lstm", "gru"):
+        return f"cell {cell.name!r} (only the tanh Elman 'rnn', 'lstm' and 'gru')"
+    integer = jnp.issubdtype(jnp.result_type(xs), jnp.integer)
+    if np.ndim(xs) != (2 if integer else 3):
+        return f"inputs of shape {np.shape(xs)} (one batch dim only)"
+    if not integer and jnp.result_type(xs) == jnp.float64:
+        return "float64 inputs"
+    if jax.default_backend() != "cpu":
+        return f"the default device is {jax.default_backend()!r}, not the CPU"
+    from . import onednn
+    if not onednn.available():
+        return f"oneDNN is unavailable: {onednn.unavailable_reason()}"
+    return ""
+
+
+def choose(cell, xs, *, plain: bool, extras=()):
+    """The oneDNN recurrence ``(cell, params, xs, carry, reverse=) -> (hs, carry)`` if the cell's
+    backend picks it for this unroll, else ``None`` (XLA). ``extras``: names of the options in
+    use that oneDNN does not support (``lengths``, ``resets``, ...)."""
+    backend = getattr(cell, "backend", "xla")
+    if backend == "xla":
+        return None
+    why = _why_not(cell, xs, plain, extras)
+    if backend == "onednn":
+        if why:
+            raise ValueError(f"backend='onednn' cannot run this unroll: {why}; "
+                             "use backend='auto' to fall back to XLA")
+        from .onednn import recurrence
+        return recurrence
+    T, B = np.shape(xs)[:2]
+    pick = not why and onednn_wins(cell.name, T, B, cell.hidden_size)
+    key = (cell.name, cell.hidden_size, T, B, pick)
+    if key not in _logged:
+        _logged.add(key)
+        _log.info("backend='auto': %s-%d at T=%d, B=%d runs on %s%s", cell.name, cell.hidden_size,
+                  T, B, "oneDNN" if pick else "XLA", f" ({why})" if why else "")
+    if not pick:
+        return None
+    from .onednn import recurrence
+    return recurrence
