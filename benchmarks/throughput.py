@@ -67,7 +67,7 @@ from peers import FlaxImpl, TorchImpl  # noqa: E402
 
 DEFAULT_CONFIGS = "rnn512,lstm256,gru256,lstm256-b256,lstm256-t1024"
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-IMPLS = ("jrnn", "torch", "flax")
+IMPLS = ("jrnn", "jrnn-onednn", "torch", "flax")
 
 
 # ----------------------------------------------------------------------------
@@ -99,12 +99,12 @@ def make_data(cfg: dict, n_batches: int, seed: int):
              np.ascontiguousarray(rows[:, i * T + 1:(i + 1) * T + 1].T)) for i in range(n_batches)]
 
 
-def jrnn_model(cfg: dict):
+def jrnn_model(cfg: dict, backend: str = "xla"):
     import jrnn
 
     H = cfg["H"]
     cell = {"rnn": lambda: jrnn.elman(H), "lstm": lambda: jrnn.lstm(H), "gru": lambda: jrnn.gru(H)}[cfg["cell"]]()
-    return jrnn.language_model(cell, cfg["V"])
+    return jrnn.language_model(jrnn.kernels.with_backend(cell, backend), cfg["V"])
 
 
 def initial_params(cfg: dict, seed: int):
@@ -120,7 +120,7 @@ def initial_params(cfg: dict, seed: int):
 
 
 class JrnnImpl:
-    name = "jrnn"
+    name, backend = "jrnn", "xla"
 
     def __init__(self, cfg, params, data):
         import jax
@@ -129,7 +129,7 @@ class JrnnImpl:
         import jrnn
 
         self.cfg, self.data, self.i = cfg, [jrnn.Batch(jnp.asarray(x), jnp.asarray(y)) for x, y in data], 0
-        self.model = jrnn_model(cfg)
+        self.model = jrnn_model(cfg, self.backend)
         self.opt = jrnn.make_optimizer("sgd", 1.0, 1.0)
         self.params0 = params
         self.key = jax.random.key(0)
@@ -165,6 +165,26 @@ class JrnnImpl:
             self.state, m = self.step(self.state, self.data[self.i % len(self.data)], self.key)
             self.i += 1
         return float(m["loss"])
+
+
+class JrnnOnednnImpl(JrnnImpl):
+    """The same train step with the cell on oneDNN's fused RNN primitive (``jrnn.kernels``)."""
+
+    name, backend = "jrnn-onednn", "onednn"
+
+    def temp_bytes(self):
+        """XLA's planned temporaries of one compiled step (oneDNN's workspace included)."""
+        return _temp_bytes(self)
+
+
+def _temp_bytes(impl) -> int:
+    import jrnn
+
+    state, step = impl.build()
+    return jrnn.compare.compiled_memory(step.jitted, state, impl.data[0], impl.key).get("temp", 0)
+
+
+JrnnImpl.temp_bytes = _temp_bytes
 
 
 
@@ -249,13 +269,17 @@ def bench_config(cfg, impls, rounds, target_s, seed, log, torch_threads=(None,))
     """Interleaved rounds of every implementation and both limits; returns a result dict."""
     params = initial_params(cfg, seed)
     data = make_data(cfg, 4, seed)
-    makers = {"jrnn": [JrnnImpl], "flax": [FlaxImpl],
+    makers = {"jrnn": [JrnnImpl], "jrnn-onednn": [JrnnOnednnImpl], "flax": [FlaxImpl],
               "torch": [lambda c, p, d, t=t: TorchImpl(c, p, d, t) for t in torch_threads]}
-    runners, first_loss = {}, {}
+    runners, first_loss, first_s, temp = {}, {}, {}, {}
     for name in impls:
         for make in makers[name]:
             r = make(cfg, params, data)
+            t0 = time.perf_counter()
             first_loss[r.name] = r.setup()  # compile + one step (loss before the update, same weights/data)
+            first_s[r.name] = time.perf_counter() - t0
+            if hasattr(r, "temp_bytes"):
+                temp[r.name] = r.temp_bytes()
             runners[r.name] = r
     limits = {"roofline": RooflineImpl(cfg), "sequential": SequentialImpl(cfg)}
     for r in limits.values():
@@ -293,7 +317,8 @@ def bench_config(cfg, impls, rounds, target_s, seed, log, torch_threads=(None,))
             for k, v in times.items()))
 
     res = {"config": cfg, "steps_per_round": n, "rounds": rounds, "first_loss": first_loss,
-           "final_loss": {k: r.run(1) for k, r in runners.items()}, "tokens_per_s": {}, "spread": {}}
+           "final_loss": {k: r.run(1) for k, r in runners.items()}, "tokens_per_s": {}, "spread": {},
+           "first_step_s": first_s, "temp_bytes": temp}
     for name, ts in times.items():
         if name in runners:
             rates = [_tokens_per_s(cfg, n, t) for t in ts]
@@ -435,6 +460,8 @@ def report(results, compile_times, seeds, info, load, out=print):
     out(f"host memory: {'jrnn.reuse_host_memory() in force (glibc keeps large freed blocks; all implementations)' if info.get('reuse_host_memory') else 'glibc malloc defaults'}")
     out(f"load average before/after: {load[0]:.2f} / {load[1]:.2f} (above {info['cores']}: the cores "
         f"were shared with other processes)")
+    if info.get("onednn_note"):
+        out(f"note: {info['onednn_note']}")
     out("")
     impl_cols = []
     for r in results:
@@ -444,15 +471,26 @@ def report(results, compile_times, seeds, info, load, out=print):
     cols = impl_cols + ["roofline", "sequential"]
     out("tokens/s (median over rounds; roofline = all recurrent FLOPs at the large-product rate, "
         "sequential = at the chained-small-product rate)")
-    out("| config | " + " | ".join(cols) + " | vs torch | vs flax | of roofline | of sequential |")
-    out("|---|" + "---:|" * (len(cols) + 4))
+    od = any("jrnn-onednn" in r["tokens_per_s"] for r in results)
+    extra = " onednn vs torch | onednn of sequential |" if od else ""
+    out("| config | " + " | ".join(cols) + " | vs torch | vs flax | of roofline | of sequential |" + extra)
+    out("|---|" + "---:|" * (len(cols) + 4 + 2 * od))
     for r in results:
         t = r["tokens_per_s"]
         cells = [f"{t[k]:,.0f}" if k in t else "-" for k in cols]
+        o = t.get("jrnn-onednn")
         out(f"| {r['config']['name']} | " + " | ".join(cells) +
             f" | {_ratio(t.get('jrnn'), _best_torch(t)):.2f} | {_ratio(t.get('jrnn'), t.get('flax')):.2f} "
-            f"| {_ratio(t.get('jrnn'), t.get('roofline')):.2f} | {_ratio(t.get('jrnn'), t.get('sequential')):.2f} |")
-    out("(vs torch: against the fastest torch setting measured)")
+            f"| {_ratio(t.get('jrnn'), t.get('roofline')):.2f} | {_ratio(t.get('jrnn'), t.get('sequential')):.2f} |"
+            + (f" {_ratio(o, _best_torch(t)):.2f} | {_ratio(o, t.get('sequential')):.2f} |" if od else ""))
+    out("(vs torch: against the fastest torch setting measured; jrnn = the XLA path, jrnn-onednn ="
+        " the cell on oneDNN's RNN primitive)" if od else "(vs torch: against the fastest torch setting measured)")
+    for r in results:
+        fs, tb = r.get("first_step_s", {}), r.get("temp_bytes", {})
+        if tb:
+            out(f"{r['config']['name']}: time to first step " + ", ".join(
+                f"{k} {v:.2f} s" for k, v in fs.items() if k.startswith("jrnn")) + "; planned temporaries "
+                + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in tb.items()))
     out("")
     for r in results:
         fl = ", ".join(f"{k} {v:.4f}" for k, v in r["first_loss"].items())
@@ -479,10 +517,13 @@ def report(results, compile_times, seeds, info, load, out=print):
     out("")
     for r in results:
         t = r["tokens_per_s"]
+        o = (f" onednn_vs_torch={_ratio(t['jrnn-onednn'], _best_torch(t)):.3f} "
+             f"onednn_of_sequential={_ratio(t['jrnn-onednn'], t.get('sequential')):.3f}"
+             if "jrnn-onednn" in t else "")
         out(f"ratio {r['config']['name']} vs_torch={_ratio(t.get('jrnn'), _best_torch(t)):.3f} "
             f"vs_flax={_ratio(t.get('jrnn'), t.get('flax')):.3f} "
             f"of_roofline={_ratio(t.get('jrnn'), t.get('roofline')):.3f} "
-            f"of_sequential={_ratio(t.get('jrnn'), t.get('sequential')):.3f}")
+            f"of_sequential={_ratio(t.get('jrnn'), t.get('sequential')):.3f}" + o)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -564,6 +605,11 @@ def main(argv=None) -> int:
     if bad:
         raise SystemExit(f"throughput.py: unknown --impls {bad}; choose from {IMPLS}")
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    if "jrnn-onednn" in impls:
+        import jrnn.onednn
+        if not jrnn.onednn.available():
+            log(f"note: jrnn-onednn skipped: {jrnn.onednn.unavailable_reason()}")
+            impls.remove("jrnn-onednn")
     if "torch" in impls:
         try:
             import torch  # noqa: F401
@@ -573,6 +619,14 @@ def main(argv=None) -> int:
 
     info = machine_info()
     info["reuse_host_memory"] = reused
+    if "jrnn-onednn" in impls and "torch" in impls:
+        # torch ships its own libgomp.so.1; libdnnl then binds to it too, and torch's OpenMP
+        # team plus oneDNN's make more threads than cores: libgomp throttles their spinning
+        # and every per-step parallel region of the primitive sleeps and wakes (2x slower)
+        info["onednn_note"] = ("jrnn-onednn shares torch's OpenMP runtime in this process "
+                               "(about 2x slower than alone); for its own figure run "
+                               "--impls jrnn,jrnn-onednn,flax")
+        log(f"note: {info['onednn_note']}")
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results, compile_times, seeds = [], {}, {}
     for cfg in configs:

@@ -6,6 +6,7 @@ The oneDNN tests skip, with the reason, when the extension is not available
 """
 
 import logging
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -86,15 +87,20 @@ def test_auto_choice_is_a_fixed_rule_of_cell_and_shape():
 
 
 @needs_onednn
-def test_auto_logs_its_choice_once(caplog):
+def test_auto_logs_its_choice_once_and_avoids_onednn_beside_torch(caplog, monkeypatch):
     cell = kernels.with_backend(jrnn.lstm(64), "auto")
     params = cell.init(jax.random.key(0), V)
     kernels._logged.clear()
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # another test may have imported it
     with caplog.at_level(logging.INFO, logger="jrnn"):
         for _ in range(2):
             jrnn.unroll(cell, params, _batch().inputs)
+        monkeypatch.setitem(sys.modules, "torch", object())
+        jrnn.unroll(cell, params, _batch().inputs)
     msgs = [r.getMessage() for r in caplog.records if "backend='auto'" in r.getMessage()]
-    assert msgs == ["backend='auto': lstm-64 at T=12, B=3 runs on oneDNN"]
+    assert msgs == ["backend='auto': lstm-64 at T=12, B=3 runs on oneDNN",
+                    "backend='auto': lstm-64 at T=12, B=3 runs on XLA (torch is imported: oneDNN "
+                    "would share its OpenMP runtime (about 2x slower))"]
 
 
 @needs_onednn

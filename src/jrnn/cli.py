@@ -319,6 +319,15 @@ def main(argv=None) -> int:
     from jrnn.host_memory import reuse_host_memory
 
     reuse_host_memory(warn=False)  # before any JAX computation; see jrnn/host_memory.py
+    import logging
+
+    log = logging.getLogger("jrnn")  # the run's own notes (e.g. backend='auto''s choice)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("note: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False  # once, not again through a root handler another library set up
     try:
         return args.func(args)
     except KeyboardInterrupt as e:  # jrnn.checkpoint.Interrupted carries the signal (SIGTERM: 143)

@@ -116,6 +116,9 @@ class ModelConfig:
                         "its previous value with this probability, a mask per step")
     zoneout_c: typing.Optional[float] = _f(None, "an lstm's zoneout rate on c ('none': --zoneout's)")
     layer_norm: bool = _f(False, "layer-normalised lstm/gru cells (Ba et al. 2016; no fast path)")
+    backend: str = _f("xla", "who runs the recurrence: xla (jrnn's scan), onednn (oneDNN's fused RNN "
+                      "primitive on CPU, pip install jrnn[onednn]) or auto (oneDNN where it measured "
+                      "faster, else xla; the choice is logged)", ("xla", "onednn", "auto"))
 
     def __post_init__(self):
         _check(self, positive=("hidden", "layers"),
@@ -344,12 +347,13 @@ def loop_of(config: TrainConfig, **changes) -> LoopConfig:
 def build_model(model: ModelConfig, vocab_size: int):
     """The char/word LM of a config: ``layers`` stacked cells and a dense readout, with
     the config's dropout (:func:`jrnn.regularise.dropout`; evaluation runs without)."""
-    from . import cells, models
+    from . import cells, kernels, models
 
     from .regularise import dropout
 
     stack = cells.stack([cells.by_name(model.cell, model.hidden, init=model.init, layer_norm=model.layer_norm)
                          for _ in range(model.layers)])
+    stack = kernels.with_backend(stack, model.backend)
     return dropout(models.language_model(stack, vocab_size), model.dropout_rates())
 
 

@@ -10,9 +10,10 @@ runs :func:`jrnn.unroll` over it, and so every estimator that unrolls it
   backward (:mod:`jrnn.onednn`, the optional extra ``jrnn[onednn]``). What it
   cannot run is refused with a ``ValueError`` saying why.
 - ``"auto"``: oneDNN where it can run the unroll and where
-  ``benchmarks/throughput.py`` measured it faster (:func:`onednn_wins`),
-  otherwise XLA; the choice is logged once per cell and shape on the
-  ``"jrnn"`` logger at INFO.
+  ``benchmarks/throughput.py`` measured it faster (:func:`onednn_wins`: LSTM
+  from H=64, GRU from 256, Elman from 512), and not when torch is imported
+  (see below); otherwise XLA. The choice is logged once per cell and shape on
+  the ``"jrnn"`` logger at INFO (the ``jrnn`` command prints it).
 
 oneDNN runs an unroll when the extension is available, JAX's default device
 is the CPU, the cell is the tanh Elman (``"rnn"``), ``"lstm"`` or ``"gru"``
@@ -22,11 +23,19 @@ in float32 with one batch dim, and the unroll has no ``lengths``,
 ``fast_path=False``. ``reverse`` is supported. Online estimators (RTRL,
 UORO, SnAp, ...) step the cell themselves and never use a kernel. Under
 ``jax.vmap`` (sweeps) the primitive runs once per run, one after another.
+
+torch in the same process: torch's wheel ships its own ``libgomp.so.1`` and
+oneDNN's library binds to it, so both share one OpenMP runtime; their
+thread teams together outnumber the cores, libgomp throttles its spinning,
+and oneDNN's per-step parallel regions each sleep and wake: the LSTM-256
+gradient takes ~22 ms instead of 10.7. ``auto`` therefore stays on XLA when
+``torch`` is imported; ``"onednn"`` runs regardless.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -49,10 +58,17 @@ def with_backend(cell, backend: str):
     return cell._replace(backend=backend)
 
 
+# the smallest H at which oneDNN's train step measured faster than the XLA fast path
+# (benchmarks/README.md, the oneDNN table: 2-core Intel Xeon, B=32, T=35 unless noted):
+# LSTM-64 1.27x, LSTM-256 1.15x (B=256 1.17x, T=1024 1.56x); GRU-64 0.94x, GRU-256 1.08x;
+# Elman-512 1.26x (Elman below 512 not measured)
+_MIN_H = {"lstm": 64, "gru": 256, "rnn": 512}
+
+
 def onednn_wins(name: str, T: int, B: int, H: int) -> bool:
-    """Where ``auto`` picks oneDNN: the configs where ``benchmarks/throughput.py`` measured
-    it faster than the XLA fast path (``benchmarks/README.md``, the oneDNN table)."""
-    return name == "lstm" and H >= 64
+    """Where ``auto`` picks oneDNN (a fixed rule of the cell and its width, from the measured
+    table in ``benchmarks/README.md``; ``T`` and ``B`` are in the signature for future rules)."""
+    return H >= _MIN_H.get(name, 1 << 30)
 
 
 def _why_not(cell, xs, plain: bool, extras) -> str:
@@ -91,6 +107,11 @@ def choose(cell, xs, *, plain: bool, extras=()):
         from .onednn import recurrence
         return recurrence
     T, B = np.shape(xs)[:2]
+    if not why and "torch" in sys.modules:
+        # torch ships its own libgomp.so.1 and libdnnl binds to it: torch's OpenMP team and
+        # oneDNN's together outnumber the cores, libgomp throttles their spinning, and the
+        # primitive runs about 2x slower (benchmarks/README.md)
+        why = "torch is imported: oneDNN would share its OpenMP runtime (about 2x slower)"
     pick = not why and onednn_wins(cell.name, T, B, cell.hidden_size)
     key = (cell.name, cell.hidden_size, T, B, pick)
     if key not in _logged:
