@@ -81,6 +81,10 @@ def _programs(H: int, B: int, R: int, chunk: int, parts, plain: bool, T: int = 3
         stR = jrnn.train_step(model, opt, est, seeds=R, donate=False, check=False)
         out["step", "one"] = lambda: st1(s1, batch, k1)
         out["step", "vmap"] = lambda: stR(sR, batch, kR)
+        if chunk and chunk < R:
+            stC = jax.jit(lambda s, k: jax.lax.map(lambda a: st1(a[0], batch, a[1]), (s, k),
+                                                   batch_size=chunk))
+            out["step", f"map:{chunk}"] = lambda: stC(sR, kR)
     fns = {}
     if "grad" in parts:
         fns["grad"] = lambda p, c: est.value_and_grad(model, p, c, batch, k1)[:2]

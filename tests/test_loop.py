@@ -301,3 +301,18 @@ def test_a_sweep_equals_its_runs_trained_alone_and_one_nan_run_leaves_the_others
     assert leaves_equal(jax.tree.map(lambda a: a[0], res.state), jax.tree.map(lambda a: a[0], ref.state))
     assert leaves_equal(ref.state.params, sweep.state.params)
     assert int(res.state.step[1]) == 0 and res.history[-1]["skipped"][1] == int(np.max(res.state.step))
+
+
+def test_a_sweep_in_chunks_equals_it_all_at_once():
+    lrs, quiet = (0.05, 0.01), dict(progress=False, quiet=True, log_every=5)
+    inject = jrnn.make_optimizer("adam", lrs[0], 1.0, inject=True)
+    cfg = jrnn.LoopConfig(seeds=2, lrs=lrs, **quiet)
+    whole = jrnn.fit(LM, inject, batches, batch_size=B, config=cfg)
+    chunks = jrnn.fit(LM, inject, batches, batch_size=B,
+                      config=dataclasses.replace(cfg, runs_per_chunk=3))  # 4 runs: 3 + 1 (padded)
+    for a, b in zip(jax.tree.leaves(chunks.state), jax.tree.leaves(whole.state)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-5)
+    with pytest.raises(ValueError, match="runs_per_chunk splits a sweep"):
+        jrnn.train_step(LM, inject, runs_per_chunk=2)
+    with pytest.raises(ValueError, match="runs_per_chunk"):
+        jrnn.LoopConfig(runs_per_chunk=0)

@@ -170,6 +170,9 @@ class LoopConfig:
     epochs: int = _f(1, "passes over the training data", resumable=True)
     seed: int = _f(0, "seeds the params (key(seed)) and the step keys (fold_in(key(seed), step))")
     seeds: int = _f(1, "train this many independently initialised models at once (jax.vmap)")
+    runs_per_chunk: typing.Optional[int] = _f(
+        None, "with more than one run: vmap them in chunks of this many, one chunk after another "
+        "(a smaller working set; 'none': all at once)", resumable=True)
     log_every: int = _f(50, "fetch metrics and log a record every N steps", resumable=True)
     eval_every: typing.Optional[int] = _f(None, "also validate every N steps (besides each epoch "
                                           "end)", resumable=True)
@@ -202,7 +205,7 @@ class LoopConfig:
             if not self.lrs or not all(math.isfinite(v) and v > 0 for v in self.lrs):
                 raise ValueError(f"lrs must be learning rates > 0, got {self.lrs!r}")
         _check(self, positive=("epochs", "seeds", "log_every", "eval_every", "save_every", "keep",
-                               "max_skips", "steps_per_epoch"), nonneg=("seed",))
+                               "max_skips", "steps_per_epoch", "runs_per_chunk"), nonneg=("seed",))
         d = self.devices
         if d is not None and not (d == "all" or (isinstance(d, str) and d.isdigit() and int(d) >= 1)):
             raise ValueError(f"devices must be 'all', a count >= 1 as a string ('8') or None, got {d!r}")

@@ -109,7 +109,8 @@ def fit(model: Model, optimizer, train_batches: Callable[[int], Iterable[Batch]]
     run = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir, cfg.keep)
     loop = _Loop(model, estimator, cfg, run, batch_size, carry_over, validate)
     loop.begin(optimizer, state, resume)
-    step_fn = _step_fn(model, optimizer, estimator, bool(carry_over), S, loop.mesh)
+    step_fn = _step_fn(model, optimizer, estimator, bool(carry_over), S, loop.mesh,
+                       cfg.runs_per_chunk if S is not None else None)
     with signals_to_checkpoint() as interrupted:
         for epoch in range(loop.pos.epoch, cfg.epochs):
             seen, start = 0, loop.pos.batch if epoch == loop.pos.epoch else 0
@@ -454,16 +455,16 @@ _FULL = full()
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_step(model, optimizer, estimator, carry_over, seeds, mesh):
+def _cached_step(model, optimizer, estimator, carry_over, seeds, mesh, chunk):
     return train_step(model, optimizer, estimator, carry_over=carry_over, seeds=seeds, check=False,
-                      mesh=mesh)
+                      mesh=mesh, runs_per_chunk=chunk)
 
 
-def _step_fn(model, optimizer, estimator, carry_over, seeds, mesh):
+def _step_fn(model, optimizer, estimator, carry_over, seeds, mesh, chunk=None):
     """The compiled step, memoised: several fits of one model compile once. The loop
     validates each batch itself (``check=False``)."""
     try:
-        return _cached_step(model, optimizer, estimator, carry_over, seeds, mesh)
+        return _cached_step(model, optimizer, estimator, carry_over, seeds, mesh, chunk)
     except TypeError:  # an unhashable custom optimizer/estimator: no memo
         return train_step(model, optimizer, estimator, carry_over=carry_over, seeds=seeds, check=False,
-                          mesh=mesh)
+                          mesh=mesh, runs_per_chunk=chunk)
