@@ -13,6 +13,11 @@ same optimizer (SGD, lr 1, global-norm clipping 1.0) and the same shapes by:
 - **jrnn**: its one public train step, ``jrnn.train_step(model,
   make_optimizer("sgd", 1.0, 1.0), grads.full(), carry_over=True)`` on
   ``jrnn.language_model(cell, V)`` -- the path the CLI and experiments use;
+- **jrnn-onednn**: the same train step with the cell on oneDNN's fused RNN
+  primitive (``jrnn.kernels.with_backend(cell, "onednn")``; skipped with a
+  note when the ``onednn`` extra is not built). torch in the same process
+  shares its OpenMP runtime and slows it (a note says so): for its own figure
+  run ``--impls jrnn,jrnn-onednn,flax``;
 - **torch** (``peers.TorchImpl``; skipped with a note if torch is not installed):
   ``torch.nn.RNN/LSTM/GRU`` + ``nn.Linear`` on CPU, one-hot inputs
   (d2l's concise RNN), ``clip_grad_norm_(1.0)``, ``torch.optim.SGD``, hidden
