@@ -280,6 +280,56 @@ def _refuse(msg):
     raise ValueError(f"jrnn.onednn.recurrence: {msg}")
 
 
+def _inputs(xs, V: int):
+    """``xs`` as oneDNN's ``src_layer`` ``[T, B, V]`` float32 (token ids one-hot encoded)."""
+    xs_dt = jnp.result_type(xs)
+    if jnp.issubdtype(xs_dt, jnp.integer):
+        if jnp.ndim(xs) != 2:
+            _refuse(f"token ids must be [T, B] (one batch dim), got shape {jnp.shape(xs)}")
+        from . import validation
+        validation.check_ids("xs", xs, V)
+        x = jax.nn.one_hot(xs, V, dtype=jnp.float32)
+    elif jnp.issubdtype(xs_dt, jnp.floating):
+        if xs_dt == jnp.float64:
+            _refuse("float64 inputs are not supported (oneDNN's RNN primitives here are f32)")
+        if jnp.ndim(xs) != 3:
+            _refuse(f"xs must be time-major [T, B, D] with exactly one batch dim, got shape "
+                    f"{jnp.shape(xs)}")
+        if xs.shape[-1] != V:
+            _refuse(f"xs has width {xs.shape[-1]} but the cell was initialised for "
+                    f"input_size={V}")
+        x = jnp.asarray(xs, jnp.float32)
+    else:
+        _refuse(f"xs must be float or int token ids, got dtype {xs_dt}")
+    T, B = x.shape[0], x.shape[1]
+    if T < 1 or B < 1:
+        _refuse(f"need at least one step and one sequence, got T={T}, B={B}")
+    return x
+
+
+def _initial(name: str, carry, B: int, H: int):
+    """``(h0, c0)`` ``[B, H]`` float32 from jrnn's carry (``c0`` ``None`` but for the LSTM)."""
+    from .cells import LSTMState  # local: keeps this module importable on its own
+
+    if carry is None:
+        h0 = jnp.zeros((B, H), jnp.float32)
+        c0 = jnp.zeros((B, H), jnp.float32) if name == "lstm" else None
+    elif name == "lstm":
+        if not isinstance(carry, LSTMState):
+            _refuse("the LSTM carry must be a jrnn.LSTMState(h=..., c=...)")
+        h0, c0 = carry.h, carry.c
+    else:
+        h0, c0 = carry, None
+    for what, a in (("carry.h" if name == "lstm" else "carry", h0), ("carry.c", c0)):
+        if a is None:
+            continue
+        if jnp.result_type(a) != jnp.float32:
+            _refuse(f"{what} must be float32, got {jnp.result_type(a)}")
+        if jnp.shape(a) != (B, H):
+            _refuse(f"{what} must have shape {(B, H)} (batch shape (B,)), got {jnp.shape(a)}")
+    return h0, c0
+
+
 def recurrence(cell, params, xs, carry=None, *, reverse: bool = False, lengths=None):
     """Run ``cell`` over ``xs`` with oneDNN's fused RNN primitive; ``jax.grad`` works through it.
 
@@ -331,46 +381,8 @@ def recurrence(cell, params, xs, carry=None, *, reverse: bool = False, lengths=N
         _refuse(f"input matrix has shape {wx.shape}, expected [D, {G * H}]")
     V = wx.shape[0]
 
-    xs_dt = jnp.result_type(xs)
-    if jnp.issubdtype(xs_dt, jnp.integer):
-        if jnp.ndim(xs) != 2:
-            _refuse(f"token ids must be [T, B] (one batch dim), got shape {jnp.shape(xs)}")
-        from . import validation
-        validation.check_ids("xs", xs, V)
-        x = jax.nn.one_hot(xs, V, dtype=jnp.float32)
-    elif jnp.issubdtype(xs_dt, jnp.floating):
-        if xs_dt == jnp.float64:
-            _refuse("float64 inputs are not supported (oneDNN's RNN primitives here are f32)")
-        if jnp.ndim(xs) != 3:
-            _refuse(f"xs must be time-major [T, B, D] with exactly one batch dim, got shape "
-                    f"{jnp.shape(xs)}")
-        if xs.shape[-1] != V:
-            _refuse(f"xs has width {xs.shape[-1]} but the cell was initialised for "
-                    f"input_size={V}")
-        x = jnp.asarray(xs, jnp.float32)
-    else:
-        _refuse(f"xs must be float or int token ids, got dtype {xs_dt}")
-    T, B = x.shape[0], x.shape[1]
-    if T < 1 or B < 1:
-        _refuse(f"need at least one step and one sequence, got T={T}, B={B}")
-
-    if carry is None:
-        h0 = jnp.zeros((B, H), jnp.float32)
-        c0 = jnp.zeros((B, H), jnp.float32) if name == "lstm" else None
-    elif name == "lstm":
-        if not isinstance(carry, LSTMState):
-            _refuse("the LSTM carry must be a jrnn.LSTMState(h=..., c=...)")
-        h0, c0 = carry.h, carry.c
-    else:
-        h0, c0 = carry, None
-    for what, a in (("carry.h" if name == "lstm" else "carry", h0), ("carry.c", c0)):
-        if a is None:
-            continue
-        if jnp.result_type(a) != jnp.float32:
-            _refuse(f"{what} must be float32, got {jnp.result_type(a)}")
-        if jnp.shape(a) != (B, H):
-            _refuse(f"{what} must have shape {(B, H)} (batch shape (B,)), got {jnp.shape(a)}")
-
+    x = _inputs(xs, V)
+    h0, c0 = _initial(name, carry, x.shape[1], H)
     wl, wi, b = _to_onednn(name, params, H)
     hs, hT, cT = _rnn(_KINDS[name], bool(reverse), x, h0, c0, wl, wi, b)
     final = LSTMState(h=hT, c=cT) if name == "lstm" else hT
