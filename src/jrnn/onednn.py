@@ -48,7 +48,6 @@ the primitive.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import hashlib
 import os
@@ -139,7 +138,7 @@ def build(force: bool = False) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
-    cmd = [cxx, "-O2", "-shared", "-fPIC", "-std=c++17", "-fopenmp", "-w",
+    cmd = [cxx, "-O2", "-shared", "-fPIC", "-std=c++17", "-w",
            *(f"-I{d}" for d in includes), str(_SOURCE), "-o", tmp, *links]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -151,32 +150,6 @@ def build(force: bool = False) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
-
-
-def _start_threads(lib) -> None:
-    """Start the extension's thread and OpenMP team, each thread with its own malloc arena.
-
-    :func:`jrnn.reuse_host_memory` limits glibc to one arena, so every thread
-    created after it shares the main arena's lock; oneDNN's GEMMs allocate
-    their packing buffers on every call from both OpenMP threads, and the
-    contention cost its LSTM-256 train step ~35% (10.8 -> 14.8 ms). The team is
-    started here with the limit lifted for the moment, so its threads bind to
-    arenas of their own; XLA's threads, started earlier, keep the main arena.
-    """
-    from . import host_memory
-
-    limited = host_memory._applied
-    mallopt = None
-    if limited:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-        mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-        mallopt(host_memory._M_ARENA_MAX, 8 * (os.cpu_count() or 1))
-    try:
-        lib.jrnn_onednn_start_threads()
-    finally:
-        if mallopt is not None:
-            mallopt(host_memory._M_ARENA_MAX, 1)
 
 
 def _load():
@@ -193,7 +166,6 @@ def _load():
             lib.jrnn_onednn_workspace_size.argtypes = [ctypes.c_int64] * 6 + [
                 ctypes.c_char_p, ctypes.c_int64]
             lib.jrnn_onednn_version.restype = ctypes.c_char_p
-            _start_threads(lib)
             for name, sym in _TARGETS.items():
                 jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, sym)),
                                             platform="cpu")

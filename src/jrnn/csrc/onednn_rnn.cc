@@ -611,22 +611,6 @@ extern "C" int64_t jrnn_onednn_workspace_size(int64_t kind, int64_t T, int64_t B
 }
 
 // oneDNN's version, "major.minor.patch" (for the Python side's messages).
-// Starts the dedicated thread and its OpenMP team, and lets every thread of the team allocate
-// once, so that each binds to its malloc arena now (see jrnn/onednn.py: _start_threads).
-extern "C" int jrnn_onednn_start_threads() {
-  int n = 0;
-  DnnThread::Get().Run([&n] {
-#pragma omp parallel
-    {
-      void* p = std::malloc(64);
-      std::free(p);
-#pragma omp atomic
-      n += 1;
-    }
-  });
-  return n;
-}
-
 extern "C" const char* jrnn_onednn_version() {
   static std::string v = [] {
     const dnnl_version_t* ver = dnnl_version();
