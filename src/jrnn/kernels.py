@@ -60,8 +60,8 @@ def with_backend(cell, backend: str):
 
 # the smallest H at which oneDNN's train step measured faster than the XLA fast path
 # (benchmarks/README.md, the oneDNN table: 2-core Intel Xeon, B=32, T=35 unless noted):
-# LSTM-64 1.27x, LSTM-256 1.15x (B=256 1.17x, T=1024 1.56x); GRU-64 0.94x, GRU-256 1.08x;
-# Elman-512 1.26x (Elman below 512 not measured)
+# LSTM-256 1.15x (B=256 1.17x, T=1024 1.56x), GRU-256 1.08x, Elman-512 1.26x; LSTM-64 1.27x and
+# GRU-64 0.94x in a standalone A/B of the train step (Elman below 512 not measured)
 _MIN_H = {"lstm": 64, "gru": 256, "rnn": 512}
 
 
