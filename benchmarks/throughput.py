@@ -171,25 +171,18 @@ class JrnnImpl:
             self.i += 1
         return float(m["loss"])
 
+    def temp_bytes(self) -> int:
+        """XLA's planned temporaries of one compiled step (oneDNN's workspace included)."""
+        import jrnn
+
+        state, step = self.build()
+        return jrnn.compare.compiled_memory(step.jitted, state, self.data[0], self.key).get("temp", 0)
+
 
 class JrnnOnednnImpl(JrnnImpl):
     """The same train step with the cell on oneDNN's fused RNN primitive (``jrnn.kernels``)."""
 
     name, backend = "jrnn-onednn", "onednn"
-
-    def temp_bytes(self):
-        """XLA's planned temporaries of one compiled step (oneDNN's workspace included)."""
-        return _temp_bytes(self)
-
-
-def _temp_bytes(impl) -> int:
-    import jrnn
-
-    state, step = impl.build()
-    return jrnn.compare.compiled_memory(step.jitted, state, impl.data[0], impl.key).get("temp", 0)
-
-
-JrnnImpl.temp_bytes = _temp_bytes
 
 
 

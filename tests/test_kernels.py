@@ -23,7 +23,7 @@ TOL = {"rtol": 2e-5, "atol": 2e-5}
 V, H, T, B = 7, 8, 12, 3
 
 
-def _close(a, b, tol=TOL):
+def assert_close(a, b, tol=TOL):
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
@@ -56,7 +56,7 @@ def test_onednn_refuses_what_it_cannot_run_and_auto_falls_back(kw, why):
     xs = _batch().inputs
     with pytest.raises(ValueError, match=why):
         jrnn.unroll(cell, params, xs, backend="onednn", **kw)
-    _close(jrnn.unroll(cell, params, xs, backend="auto", **kw),
+    assert_close(jrnn.unroll(cell, params, xs, backend="auto", **kw),
            jrnn.unroll(cell, params, xs, **kw), {"rtol": 0, "atol": 0})  # auto: XLA, bitwise
 
 
@@ -73,7 +73,7 @@ def test_without_onednn_auto_runs_xla_and_onednn_says_why(monkeypatch):
     cell = jrnn.lstm(64)
     params = cell.init(jax.random.key(0), V)
     xs = _batch().inputs
-    _close(jrnn.unroll(cell, params, xs, backend="auto"), jrnn.unroll(cell, params, xs),
+    assert_close(jrnn.unroll(cell, params, xs, backend="auto"), jrnn.unroll(cell, params, xs),
            {"rtol": 0, "atol": 0})
     with pytest.raises(ValueError, match="not built"):
         jrnn.unroll(cell, params, xs, backend="onednn")
@@ -118,7 +118,7 @@ def test_unroll_on_onednn_equals_xla_values_and_gradients(name, reverse):
             jnp.sum(jnp.cos(f)) for f in jax.tree.leaves(final))
 
     vg = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)
-    _close(vg(params, carry, "onednn"), vg(params, carry, "xla"))
+    assert_close(vg(params, carry, "onednn"), vg(params, carry, "xla"))
 
 
 @needs_onednn
@@ -128,7 +128,7 @@ def test_a_stack_runs_each_layer_on_onednn():
     xs = _batch().inputs
     loss = lambda p, b: jnp.sum(jnp.tanh(jrnn.unroll(cell, p, xs, backend=b)[0]))
     g = jax.jit(jax.value_and_grad(loss), static_argnums=1)
-    _close(g(params, "onednn"), g(params, "xla"))
+    assert_close(g(params, "onednn"), g(params, "xla"))
 
 
 FULL_LIKE = ["full", "checkpointed:4", "tbptt:12,4"]  # the BPTT family that unrolls on oneDNN
@@ -151,9 +151,9 @@ def test_every_estimator_through_an_onednn_model_equals_xla(name):
                       static_argnums=0)
         c = est.init_carry(ref_model, params, (B,))
         got, ref = run(od_model, params, c), run(ref_model, params, c)
-        _close(got, ref, {"rtol": 1e-4, "atol": 1e-5} if spec == "es" else TOL)
+        assert_close(got, ref, {"rtol": 1e-4, "atol": 1e-5} if spec == "es" else TOL)
         if spec in ("full", "checkpointed:4"):
-            _close(got[1], g_full)  # the exact gradient, on either backend
+            assert_close(got[1], g_full)  # the exact gradient, on either backend
     for spec in ("truncated:3", "randomized:0.9"):  # a gradient gain per step: XLA only
         est = jrnn.grads.parse(spec)
         with pytest.raises(ValueError, match="carry_grad_scale"):
@@ -176,4 +176,4 @@ def test_train_step_on_onednn_follows_xla():
             losses[be].append(float(m["loss"]))
         states[be] = state.params
     np.testing.assert_allclose(losses["onednn"], losses["xla"], rtol=1e-5)
-    _close(states["onednn"], states["xla"])
+    assert_close(states["onednn"], states["xla"])

@@ -48,14 +48,14 @@ def _loss(run, cell, reverse):
     return loss
 
 
-def _close(a, b):
+def assert_close(a, b):
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(la, lb):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), **TOL)
 
 
-def _check(name, T, B, reverse, ids=False, jit=False):
+def assert_matches_xla(name, T, B, reverse, ids=False, jit=False):
     cell, params, xs, carry = _setup(name, T, B, ids=ids)
     fwd_o = lambda p, x, c: onednn.recurrence(cell, p, x, c, reverse=reverse)
     fwd_x = lambda p, x, c: jrnn.unroll(cell, p, x, c, reverse=reverse)
@@ -64,34 +64,34 @@ def _check(name, T, B, reverse, ids=False, jit=False):
     g_x = jax.grad(_loss(jrnn.unroll, cell, reverse), argnums=argnums)
     if jit:
         fwd_o, g_o = jax.jit(fwd_o), jax.jit(g_o)
-    _close(fwd_o(params, xs, carry), fwd_x(params, xs, carry))
-    _close(g_o(params, xs, carry), g_x(params, xs, carry))
+    assert_close(fwd_o(params, xs, carry), fwd_x(params, xs, carry))
+    assert_close(g_o(params, xs, carry), g_x(params, xs, carry))
 
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("name", list(CELLS))
 @pytest.mark.parametrize("T,B", [(6, 3), (1, 3), (5, 1)])
 def test_values_and_gradients_equal_the_xla_path(name, T, B, reverse):
-    _check(name, T, B, reverse)
+    assert_matches_xla(name, T, B, reverse)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("name", list(CELLS))
 def test_token_ids_equal_the_xla_path(name, reverse):
-    _check(name, 4, 2, reverse, ids=True)
+    assert_matches_xla(name, 4, 2, reverse, ids=True)
 
 
 @pytest.mark.parametrize("name", list(CELLS))
 def test_under_jit(name):
-    _check(name, 6, 2, reverse=False, jit=True)
-    _check(name, 1, 1, reverse=True, ids=True, jit=True)
+    assert_matches_xla(name, 6, 2, reverse=False, jit=True)
+    assert_matches_xla(name, 1, 1, reverse=True, ids=True, jit=True)
 
 
 def test_carry_format_and_default_carry():
     cell, params, xs, _ = _setup("lstm", 4, 2)
     hs, final = onednn.recurrence(cell, params, xs)
     assert isinstance(final, jrnn.LSTMState) and hs.shape == (4, 2, H)
-    _close((hs, final), jrnn.unroll(cell, params, xs))
+    assert_close((hs, final), jrnn.unroll(cell, params, xs))
     np.testing.assert_allclose(np.asarray(final.h), np.asarray(hs[-1]), **TOL)
 
 
@@ -99,7 +99,7 @@ def test_repeated_calls_reuse_and_stay_equal():
     cell, params, xs, carry = _setup("gru", 5, 2)
     first = onednn.recurrence(cell, params, xs, carry)
     for _ in range(3):
-        _close(onednn.recurrence(cell, params, xs, carry), first)
+        assert_close(onednn.recurrence(cell, params, xs, carry), first)
 
 
 def test_vmap_runs_sequentially_and_matches():
@@ -107,10 +107,10 @@ def test_vmap_runs_sequentially_and_matches():
     xss = jax.random.normal(jax.random.key(5), (3, 4, 2, D))
     got = jax.vmap(lambda x: onednn.recurrence(cell, params, x, carry))(xss)
     want = jax.vmap(lambda x: jrnn.unroll(cell, params, x, carry))(xss)
-    _close(got, want)
+    assert_close(got, want)
 
 
-def _refused(cell, params, xs, match, **kw):
+def assert_refused(cell, params, xs, match, **kw):
     with pytest.raises(ValueError, match=match):
         onednn.recurrence(cell, params, xs, **kw)
 
@@ -119,17 +119,17 @@ def test_unsupported_cases_are_refused():
     xs = jnp.ones((3, 2, D))
     for cell in (jrnn.lstm(H, layer_norm=True), jrnn.gru(H, layer_norm=True),
                  jrnn.elman(H, activation="relu"), jrnn.leaky(H)):
-        _refused(cell, cell.init(jax.random.key(0), D), xs, "not supported")
+        assert_refused(cell, cell.init(jax.random.key(0), D), xs, "not supported")
     st = jrnn.stack([jrnn.lstm(H), jrnn.lstm(H)])
-    _refused(st, st.init(jax.random.key(0), D), xs, "stacks")
+    assert_refused(st, st.init(jax.random.key(0), D), xs, "stacks")
     cell = jrnn.lstm(H)
     p = cell.init(jax.random.key(0), D)
-    _refused(cell, p, xs, "lengths", lengths=jnp.array([3, 2]))
-    _refused(cell, p, jnp.ones((3, D)), "one batch dim")
-    _refused(cell, p, jnp.ones((3, 2, 2, D)), "one batch dim")
-    _refused(cell, p, jnp.ones((3, 2, D + 1)), "input_size")
-    _refused(cell, p, xs, "LSTMState", carry=(jnp.zeros((2, H)), jnp.zeros((2, H))))
-    _refused(cell, p, xs, "shape", carry=jrnn.LSTMState(jnp.zeros((3, H)), jnp.zeros((3, H))))
+    assert_refused(cell, p, xs, "lengths", lengths=jnp.array([3, 2]))
+    assert_refused(cell, p, jnp.ones((3, D)), "one batch dim")
+    assert_refused(cell, p, jnp.ones((3, 2, 2, D)), "one batch dim")
+    assert_refused(cell, p, jnp.ones((3, 2, D + 1)), "input_size")
+    assert_refused(cell, p, xs, "LSTMState", carry=(jnp.zeros((2, H)), jnp.zeros((2, H))))
+    assert_refused(cell, p, xs, "shape", carry=jrnn.LSTMState(jnp.zeros((3, H)), jnp.zeros((3, H))))
     with pytest.raises(ValueError, match="outside"):
         onednn.recurrence(cell, cell.init(jax.random.key(0), V), jnp.array([[0, V]]))
 
@@ -138,9 +138,9 @@ def test_float64_is_refused():
     cell = jrnn.elman(H)
     with jax.enable_x64(True):
         p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), cell.init(jax.random.key(0), D))
-        _refused(cell, p, jnp.ones((3, 2, D), jnp.float32), "float32")
+        assert_refused(cell, p, jnp.ones((3, 2, D), jnp.float32), "float32")
         p32 = cell.init(jax.random.key(0), D)
-        _refused(cell, p32, jnp.ones((3, 2, D), jnp.float64), "float64")
+        assert_refused(cell, p32, jnp.ones((3, 2, D), jnp.float64), "float64")
 
 
 def test_module_entry_point_builds_and_says_where():
@@ -162,8 +162,8 @@ def test_calls_from_several_threads_agree():
         outs = list(pool.map(lambda _: (onednn.recurrence(cell, params, xs, carry),
                                         grad(params, xs, carry)), range(8)))
     for got, g in outs:
-        _close(got, want)
-        _close(g, g_want)
+        assert_close(got, want)
+        assert_close(g, g_want)
 
 
 def test_the_backward_leaves_its_residuals_intact():
@@ -171,5 +171,5 @@ def test_the_backward_leaves_its_residuals_intact():
     cell, params, xs, carry = _setup("gru", 4, 2)
     out, vjp = jax.vjp(lambda p: onednn.recurrence(cell, p, xs, carry), params)
     ct = jax.tree.map(jnp.ones_like, out)
-    _close(vjp(ct), vjp(ct))
-    _close(vjp(ct), jax.vjp(lambda p: jrnn.unroll(cell, p, xs, carry), params)[1](ct))
+    assert_close(vjp(ct), vjp(ct))
+    assert_close(vjp(ct), jax.vjp(lambda p: jrnn.unroll(cell, p, xs, carry), params)[1](ct))

@@ -104,8 +104,7 @@ def choose(cell, xs, *, plain: bool, extras=()):
         if why:
             raise ValueError(f"backend='onednn' cannot run this unroll: {why}; "
                              "use backend='auto' to fall back to XLA")
-        from .onednn import recurrence
-        return recurrence
+        return _onednn
     T, B = np.shape(xs)[:2]
     if not why and "torch" in sys.modules:
         # torch ships its own libgomp.so.1 and libdnnl binds to it: torch's OpenMP team and
@@ -118,7 +117,10 @@ def choose(cell, xs, *, plain: bool, extras=()):
         _logged.add(key)
         _log.info("backend='auto': %s-%d at T=%d, B=%d runs on %s%s", cell.name, cell.hidden_size,
                   T, B, "oneDNN" if pick else "XLA", f" ({why})" if why else "")
-    if not pick:
-        return None
+    return _onednn if pick else None
+
+
+def _onednn(cell, params, xs, carry, *, reverse):
+    """:func:`jrnn.onednn.recurrence` behind ``unroll``, which has checked the token ids."""
     from .onednn import recurrence
-    return recurrence
+    return recurrence(cell, params, xs, carry, reverse=reverse, _ids_checked=True)

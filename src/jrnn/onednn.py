@@ -280,14 +280,15 @@ def _refuse(msg):
     raise ValueError(f"jrnn.onednn.recurrence: {msg}")
 
 
-def _inputs(xs, V: int):
+def _inputs(xs, V: int, check_ids: bool = True):
     """``xs`` as oneDNN's ``src_layer`` ``[T, B, V]`` float32 (token ids one-hot encoded)."""
     xs_dt = jnp.result_type(xs)
     if jnp.issubdtype(xs_dt, jnp.integer):
         if jnp.ndim(xs) != 2:
             _refuse(f"token ids must be [T, B] (one batch dim), got shape {jnp.shape(xs)}")
         from . import validation
-        validation.check_ids("xs", xs, V)
+        if check_ids:  # jrnn.unroll checked them already at its boundary
+            validation.check_ids("xs", xs, V)
         x = jax.nn.one_hot(xs, V, dtype=jnp.float32)
     elif jnp.issubdtype(xs_dt, jnp.floating):
         if xs_dt == jnp.float64:
@@ -330,7 +331,8 @@ def _initial(name: str, carry, B: int, H: int):
     return h0, c0
 
 
-def recurrence(cell, params, xs, carry=None, *, reverse: bool = False, lengths=None):
+def recurrence(cell, params, xs, carry=None, *, reverse: bool = False, lengths=None,
+               _ids_checked: bool = False):
     """Run ``cell`` over ``xs`` with oneDNN's fused RNN primitive; ``jax.grad`` works through it.
 
     The same values and gradients as ``jrnn.unroll(cell, params, xs, carry, reverse=reverse)``
@@ -348,6 +350,7 @@ def recurrence(cell, params, xs, carry=None, *, reverse: bool = False, lengths=N
       reverse: run from the last step to the first (oneDNN's ``right2left``);
         outputs stay in input order, as ``jrnn.unroll``'s.
       lengths: not supported (refused unless ``None``).
+      _ids_checked: internal (``jrnn.kernels``): the caller has range-checked the token ids.
 
     Returns:
       ``(hs [T, B, H], final_carry)``, the carry in jrnn's format.
@@ -381,7 +384,7 @@ def recurrence(cell, params, xs, carry=None, *, reverse: bool = False, lengths=N
         _refuse(f"input matrix has shape {wx.shape}, expected [D, {G * H}]")
     V = wx.shape[0]
 
-    x = _inputs(xs, V)
+    x = _inputs(xs, V, check_ids=not _ids_checked)
     h0, c0 = _initial(name, carry, x.shape[1], H)
     wl, wi, b = _to_onednn(name, params, H)
     hs, hT, cT = _rnn(_KINDS[name], bool(reverse), x, h0, c0, wl, wi, b)
